@@ -1,0 +1,174 @@
+"""Plain numpy reference for every op the decoder uses. This file is the spec.
+
+Destination-passing like every backend: ``op(out, *inputs, ...)`` writes ``out``
+and returns it. Float32 throughout, in the order llama2.c's run.c computes, so the
+reference reproduces run.c's greedy text; fast kernels are compared against these.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def embedding(out, tokens, table):
+    """out: (T, D) float32; tokens: (T,) int; table: (V, D) float32."""
+    np.take(table, tokens, axis=0, out=out)
+    return out
+
+
+def rmsnorm(out, x, weight, eps):
+    """out, x: (T, D) float32; weight: (D,). out = weight * x / sqrt(mean(x^2) + eps)."""
+    ms = np.einsum("td,td->t", x, x, dtype=np.float32) / np.float32(x.shape[-1])   # (T,)
+    inv = (np.float32(1.0) / np.sqrt(ms + np.float32(eps))).astype(np.float32)       # (T,)
+    np.multiply(x, inv[:, None], out=out)
+    np.multiply(out, weight, out=out)
+    return out
+
+
+def rope_cos_sin(positions, head_dim, theta):
+    """cos, sin: (T, head_dim // 2) float32 for adjacent-pair RoPE, computed as run.c does:
+    freq_i = 1 / theta^(2i / head_dim) and angle = pos * freq_i in float32."""
+    i2 = np.arange(0, head_dim, 2, dtype=np.float32)                                  # (hd/2,)
+    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))  # (hd/2,)
+    angle = positions.astype(np.float32)[:, None] * freq[None, :]                     # (T, hd/2)
+    a64 = angle.astype(np.float64)
+    return np.cos(a64).astype(np.float32), np.sin(a64).astype(np.float32)
+
+
+def rope(out, x, positions, head_dim, theta):
+    """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int.
+    Rotates each adjacent pair (x[2i], x[2i+1]) of every head by angle pos * freq_i."""
+    T = x.shape[0]
+    cos, sin = rope_cos_sin(positions, head_dim, theta)      # (T, hd/2)
+    xv = x.reshape(T, -1, head_dim // 2, 2)                  # (T, H, hd/2, 2)
+    x0, x1 = xv[..., 0].copy(), xv[..., 1].copy()            # (T, H, hd/2)
+    c, s = cos[:, None, :], sin[:, None, :]
+    ov = out.reshape(T, -1, head_dim // 2, 2)
+    ov[..., 0] = x0 * c - x1 * s
+    ov[..., 1] = x0 * s + x1 * c
+    return out
+
+
+def matmul(out, x, w):
+    """out: (T, N) float32; x: (T, K); w: (N, K) (a linear weight, out_features first). out = x @ w.T"""
+    np.matmul(x, w.T, out=out)
+    return out
+
+
+def silu_mul(out, gate, up):
+    """out, gate, up: (T, H) float32. SwiGLU's middle: silu(gate) * up."""
+    np.multiply(gate, np.float32(1.0) / (np.float32(1.0) + np.exp(-gate)), out=out)
+    np.multiply(out, up, out=out)
+    return out
+
+
+def add(out, x, y):
+    """out, x, y: same shape float32 (out may alias x). The residual connection."""
+    np.add(x, y, out=out)
+    return out
+
+
+def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
+    """k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim); k, v: (T, n_kv_heads, head_dim);
+    slot_mapping: (T,) int, slot = block_id * block_size + offset. Writes each token's K and V."""
+    n_kv_heads, head_dim = k_cache.shape[2:]
+    k_cache.reshape(-1, n_kv_heads, head_dim)[slot_mapping] = k
+    v_cache.reshape(-1, n_kv_heads, head_dim)[slot_mapping] = v
+    return k_cache, v_cache
+
+
+def _softmax_rows(scores):
+    """scores: (..., S) float32 with -inf for masked entries; softmax over the last axis."""
+    m = np.max(scores, axis=-1, keepdims=True)
+    p = np.exp(scores - m)
+    p /= np.sum(p, axis=-1, keepdims=True)
+    return p
+
+
+def attention_prefill(out, q, k, v, scale):
+    """Causal grouped-query attention over contiguous K/V.
+
+    out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim) with S >= T.
+    The queries are the last T positions: query i sees keys 0 .. S - T + i."""
+    T, H, hd = q.shape
+    S, KVH, _ = k.shape
+    if T > S:
+        raise ValueError(f"attention_prefill: {T} queries but only {S} keys (queries are the last T positions)")
+    group = H // KVH
+    kh = np.repeat(k.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
+    vh = np.repeat(v.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
+    scores = np.matmul(q.transpose(1, 0, 2), kh.transpose(0, 2, 1)) * np.float32(scale)  # (H, T, S)
+    visible = np.arange(S)[None, :] <= (S - T + np.arange(T))[:, None]                    # (T, S)
+    scores = np.where(visible[None], scores, np.float32(-np.inf))
+    p = _softmax_rows(scores).astype(np.float32)               # (H, T, S)
+    out[...] = np.matmul(p, vh).transpose(1, 0, 2)             # (T, H, hd)
+    return out
+
+
+def gather_kv(k_cache, v_cache, block_table, context_len):
+    """K, V of one sequence: (context_len, n_kv_heads, head_dim) each, read through its block table."""
+    block_size = k_cache.shape[1]
+    n_blocks = -(-context_len // block_size)
+    blocks = np.asarray(block_table[:n_blocks])
+    k = k_cache[blocks].reshape(-1, *k_cache.shape[2:])[:context_len]
+    v = v_cache[blocks].reshape(-1, *v_cache.shape[2:])[:context_len]
+    return k, v
+
+
+def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+    """Varlen causal attention over a paged cache (prefill, chunked prefill, or any mix).
+
+    out, q: (T_total, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
+    block_tables: (B, max_blocks) int; cu_seqlens_q: (B + 1,) int, sequence b owns rows
+    cu[b]:cu[b+1]; context_lens: (B,) int, tokens in the cache for b including this step's."""
+    for b in range(len(context_lens)):
+        lo, hi = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
+        if hi == lo:
+            continue
+        k, v = gather_kv(k_cache, v_cache, block_tables[b], int(context_lens[b]))
+        attention_prefill(out[lo:hi], q[lo:hi], k, v, scale)
+    return out
+
+
+def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+    """One query token per sequence attending to its whole cached context.
+
+    out, q: (B, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
+    block_tables: (B, max_blocks) int; context_lens: (B,) int (>= 1, the query's own K/V included)."""
+    for b in range(q.shape[0]):
+        k, v = gather_kv(k_cache, v_cache, block_tables[b], int(context_lens[b]))
+        attention_prefill(out[b:b + 1], q[b:b + 1], k, v, scale)
+    return out
+
+
+# ---- sampling primitives -------------------------------------------------------------------
+
+def argmax(out, logits):
+    """out: (B,) int64; logits: (B, V). First index of the maximum, as run.c's argmax."""
+    np.argmax(logits, axis=-1, out=out)
+    return out
+
+
+def softmax(out, logits, temperature):
+    """out, logits: (B, V) float32; softmax(logits / temperature), temperature > 0."""
+    out[...] = _softmax_rows(logits.astype(np.float32) / np.float32(temperature))
+    return out
+
+
+def top_k_filter(probs, k):
+    """probs: (V,) float; zero all but the k largest (ties at the boundary kept). k <= 0: no-op."""
+    if k <= 0 or k >= probs.shape[-1]:
+        return probs
+    kth = np.partition(probs, -k)[-k]
+    return np.where(probs >= kth, probs, 0.0)
+
+
+def top_p_filter(probs, p):
+    """probs: (V,) float; keep the smallest set of most likely tokens whose mass reaches p (nucleus)."""
+    if p >= 1.0:
+        return probs
+    order = np.argsort(-probs, kind="stable")                  # (V,)
+    cum = np.cumsum(probs[order])
+    keep_n = int(np.searchsorted(cum, p * cum[-1])) + 1        # first index where mass >= p
+    keep = np.zeros_like(probs, dtype=bool)
+    keep[order[:keep_n]] = True
+    return np.where(keep, probs, 0.0)

@@ -1,0 +1,17 @@
+"""pyinfer: a small, fast and honest LLM inference core.
+
+Importing pyinfer imports numpy only: torch, triton and numba load when a backend asks for them.
+"""
+import os as _os
+
+# Installed, setuptools maps the top-level kernels/ folder to pyinfer.kernels. Run from a bare
+# checkout (PYTHONPATH=., as on the GPU machine), let the package path reach that folder too.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "kernels"))
+        and _os.path.isfile(_os.path.join(_root, "kernels", "reference.py"))):
+    __path__.append(_root)  # noqa: F821 - the package's own __path__
+
+from .config import PRESETS, CacheConfig, ModelConfig, SamplingParams, get_preset  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["PRESETS", "CacheConfig", "ModelConfig", "SamplingParams", "get_preset", "__version__"]

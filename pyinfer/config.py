@@ -1,0 +1,152 @@
+"""Frozen configuration dataclasses and the named model presets.
+
+Every size here is validated in ``__post_init__`` so a bad header or a typo fails
+at construction with a message naming the field, never deep inside a kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+# A checkpoint header beyond these is treated as corrupt rather than trusted:
+# the largest public Llama models stay far below them.
+MAX_DIM = 1 << 16
+MAX_LAYERS = 1 << 10
+MAX_VOCAB = 1 << 21
+MAX_SEQ_LEN = 1 << 21
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is outside the plausible range [{lo}, {hi}]")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Llama-style decoder. Weight layout follows llama2.c: each linear
+    weight is (out_features, in_features) row-major and RoPE rotates adjacent pairs."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    hidden_dim: int
+    vocab_size: int
+    max_seq_len: int
+    head_dim: int = 0            # 0 means dim // n_heads
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tied_embeddings: bool = True
+    name: str = "custom"
+
+    def __post_init__(self):
+        _check_range("dim", self.dim, 1, MAX_DIM)
+        _check_range("n_layers", self.n_layers, 1, MAX_LAYERS)
+        _check_range("n_heads", self.n_heads, 1, self.dim)
+        _check_range("n_kv_heads", self.n_kv_heads, 1, self.n_heads)
+        _check_range("hidden_dim", self.hidden_dim, 1, 16 * MAX_DIM)
+        _check_range("vocab_size", self.vocab_size, 1, MAX_VOCAB)
+        _check_range("max_seq_len", self.max_seq_len, 1, MAX_SEQ_LEN)
+        if self.head_dim == 0:
+            if self.dim % self.n_heads:
+                raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
+            object.__setattr__(self, "head_dim", self.dim // self.n_heads)
+        _check_range("head_dim", self.head_dim, 2, 1024)
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads} (GQA groups)")
+        if not (self.rope_theta > 0 and self.norm_eps > 0):
+            raise ValueError(f"rope_theta={self.rope_theta} and norm_eps={self.norm_eps} must be > 0")
+
+    @property
+    def q_dim(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    def layer_params(self) -> int:
+        attn = self.dim * (self.q_dim + 2 * self.kv_dim) + self.q_dim * self.dim
+        mlp = 3 * self.dim * self.hidden_dim
+        return attn + mlp + 2 * self.dim
+
+    def n_params(self) -> int:
+        """Total parameter count (the output head counted once when tied)."""
+        emb = self.vocab_size * self.dim
+        head = 0 if self.tied_embeddings else emb
+        return emb + head + self.n_layers * self.layer_params() + self.dim
+
+    def with_(self, **changes) -> "ModelConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Paged KV cache: ``num_blocks`` blocks of ``block_size`` token slots per layer."""
+
+    block_size: int = 16
+    num_blocks: int = 0          # 0: enough for one sequence of max_seq_len tokens
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check_range("block_size", self.block_size, 1, 256)
+        _check_range("num_blocks", self.num_blocks, 0, 1 << 24)
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"KV cache dtype {self.dtype!r} is not one of float32, float16")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick the next token. temperature 0 is greedy; top_k 0 and top_p 1 disable them."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_tokens: int = 256
+    stop_token_ids: tuple[int, ...] = field(default=(1, 2))  # BOS and EOS, as llama2.c
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens={self.max_tokens} must be >= 1")
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Built-in default: ~3M parameters, random weights, byte-level vocabulary.
+    "toy": ModelConfig(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, hidden_dim=688,
+                       vocab_size=512, max_seq_len=512, name="toy"),
+    # karpathy/tinyllamas shapes (llama2.c's README)
+    "stories15M": ModelConfig(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, hidden_dim=768,
+                              vocab_size=32000, max_seq_len=256, name="stories15M"),
+    "stories110M": ModelConfig(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, hidden_dim=2048,
+                               vocab_size=32000, max_seq_len=1024, name="stories110M"),
+    # Llama 3.2 1B (config.json on the hub); its rope scaling is not modelled.
+    "llama-1b": ModelConfig(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, hidden_dim=8192,
+                            vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
+                            tied_embeddings=True, name="llama-1b"),
+    # Llama 2 7B and 70B (the paper's table 1 and their config.json)
+    "llama-7b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, hidden_dim=11008,
+                            vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-7b"),
+    "llama-70b": ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, hidden_dim=28672,
+                             vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-70b"),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None

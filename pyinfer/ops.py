@@ -1,0 +1,114 @@
+"""The one registry: op name -> numpy reference, cost function, and implementation per backend.
+
+A backend is a module exposing ``load() -> dict[op name, callable]`` (raising ImportError or
+OSError when its toolchain or device is missing). Adding a backend is one module plus one line in
+BACKENDS; adding a kernel is one entry in that backend's dict. Ops the backend lacks run the
+numpy reference, and ``Ops.fallbacks`` says which, so a report never claims a kernel it did not run.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+from . import op_costs
+from .analysis.cost import Cost, CostCounter
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    reference: Callable
+    cost: Callable[..., Cost]
+
+
+def _build_registry() -> MappingProxyType:
+    from .kernels import reference as ref
+    names = ["embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
+             "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
+             "argmax", "softmax"]
+    return MappingProxyType({n: OpSpec(n, getattr(ref, n), getattr(op_costs, n)) for n in names})
+
+
+REGISTRY = _build_registry()
+
+# backend name -> module implementing it (None: the numpy reference itself)
+BACKENDS = MappingProxyType({
+    "numpy": None,
+    "c": "pyinfer.kernels.c_cpu",
+})
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend could not load here (no compiler output, no GPU, missing package)."""
+
+
+def load_backend(name: str) -> dict[str, Callable]:
+    """The backend's native kernels by op name; raises BackendUnavailable with the reason."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    module_name = BACKENDS[name]
+    if module_name is None:
+        return {}
+    try:
+        impls = importlib.import_module(module_name).load()
+    except (ImportError, OSError) as e:
+        raise BackendUnavailable(f"backend {name!r} is unavailable here: {e}") from e
+    unknown = set(impls) - set(REGISTRY)
+    if unknown:
+        raise RuntimeError(f"backend {name!r} registers unknown ops {sorted(unknown)}")
+    return impls
+
+
+def available_backends() -> dict[str, str | None]:
+    """backend name -> None when it loads here, else the reason it does not."""
+    status = {}
+    for name in BACKENDS:
+        try:
+            load_backend(name)
+            status[name] = None
+        except BackendUnavailable as e:
+            status[name] = str(e.__cause__ or e)
+    return status
+
+
+class Ops:
+    """Facade the model calls: ``ops.rmsnorm(out, x, w, eps)``. With a CostCounter every call
+    also adds its Cost to it (an instrumented run); without one, calls go straight to the kernel.
+    ``execute=False`` (with a counter) only counts: a dry run that replays a run's shapes to
+    account for it without timing the accounting."""
+
+    def __init__(self, backend: str = "numpy", counter: CostCounter | None = None, execute: bool = True):
+        if not execute and counter is None:
+            raise ValueError("a dry run (execute=False) needs a CostCounter")
+        impls = load_backend(backend)
+        self.backend = backend
+        self.counter = counter
+        self.native = tuple(sorted(impls))
+        self.fallbacks = tuple(sorted(set(REGISTRY) - set(impls))) if backend != "numpy" else ()
+        for name, spec in REGISTRY.items():
+            fn = impls.get(name, spec.reference)
+            if counter is not None:
+                fn = _counted(name, fn if execute else _returns_out, spec.cost, counter)
+            setattr(self, name, fn)
+
+    def describe(self) -> str:
+        if self.backend == "numpy":
+            return "backend numpy (the reference)"
+        if not self.fallbacks:
+            return f"backend {self.backend}: every op native"
+        return (f"backend {self.backend}: native {', '.join(self.native) or 'none'}; "
+                f"numpy reference for {', '.join(self.fallbacks)}")
+
+
+def _returns_out(out, *args):
+    return out
+
+
+def _counted(name: str, fn: Callable, cost: Callable[..., Cost], counter: CostCounter) -> Callable:
+    def call(*args):
+        counter.add(name, cost(*args))
+        return fn(*args)
+    call.__name__ = name
+    return call
