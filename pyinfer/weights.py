@@ -114,6 +114,7 @@ def random_weights(config: ModelConfig, seed: int = 0, max_bytes: int | None = N
         layers.append(LayerWeights(**{
             name: norm_weight() if len(shape) == 1 else normal(shape, shape[1])
             for name, shape in shapes.items()}))
-    emb = rng.standard_normal((config.vocab_size, config.dim), dtype=np.float32)
+    # Embedding rows of norm ~1 keep the tied head's logits O(1): sampling stays varied, not stuck.
+    emb = normal((config.vocab_size, config.dim), config.dim)
     output = emb if config.tied_embeddings else normal((config.vocab_size, config.dim), config.dim)
     return ModelWeights(config, emb, layers, norm_weight(), output)

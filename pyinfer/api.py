@@ -1,0 +1,89 @@
+"""The Python entry point: load a model (preset, checkpoint path, or fetched name) with its
+tokenizer and backend, then generate text.
+
+    import pyinfer
+    gen = pyinfer.load("stories260K")            # or load(preset="toy"), load("path/to/model.bin")
+    print(gen.generate("Once upon a time", steps=64).text)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import SamplingParams, get_preset
+from .fetch import resolve_model_arg
+from .generate import GenerationResult, generate
+from .loaders import load_checkpoint
+from .model import Model
+from .ops import Ops
+from .tokenizer import check_tokenizer_matches, load_tokenizer
+from .weights import random_weights
+
+
+@dataclass
+class Completion:
+    text: str
+    result: GenerationResult
+
+
+class TextGenerator:
+    """A model, its tokenizer and a backend, ready to generate."""
+
+    def __init__(self, model: Model, tokenizer, source: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.source = source          # what was loaded, for reports
+
+    def generate(self, prompt: str = "", steps: int = 256, params: SamplingParams | None = None,
+                 on_text: Callable[[str], None] | None = None, block_size: int = 16) -> Completion:
+        """Text after BOS for ``steps`` forward positions (llama2.c's -n), streamed to ``on_text``."""
+        params = params or SamplingParams()
+        prompt_ids = self.tokenizer.encode(prompt, bos=True)
+        stream = self.tokenizer.stream(prev_token=prompt_ids[0])   # holds back incomplete UTF-8
+        pieces: list[str] = []
+
+        def emit(text: str) -> None:
+            if text:
+                pieces.append(text)
+                if on_text:
+                    on_text(text)
+
+        result = generate(self.model, prompt_ids, steps, params, lambda prev, tok: emit(stream.feed(tok)),
+                          block_size)
+        emit(stream.flush())
+        return Completion("".join(pieces), result)
+
+
+def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
+         preset: str | None = None, backend: str = "numpy", seed: int = 0) -> TextGenerator:
+    """A checkpoint path or fetched model name (``model``), else a preset with seeded random weights
+    (``preset``, default ``toy``) and a byte-level tokenizer."""
+    if model is not None and preset is not None:
+        raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
+    ops = Ops(backend)
+    if model is None:
+        config = get_preset(preset or "toy")
+        weights = random_weights(config, seed=seed)
+        tok = load_tokenizer(tokenizer, config.vocab_size)
+        source = f"preset {config.name} (random weights, seed {seed})"
+    else:
+        model_path, fetched_tok = resolve_model_arg(model)
+        weights = load_checkpoint(model_path)
+        tok_path = tokenizer or fetched_tok or _tokenizer_beside(Path(model_path))
+        if tok_path is None:
+            raise ValueError(f"no tokenizer for {model_path}: pass --tokenizer PATH "
+                             "(llama2.c's tokenizer .bin format)")
+        tok = load_tokenizer(tok_path, weights.config.vocab_size)
+        source = str(model_path)
+    check_tokenizer_matches(tok, weights.config.vocab_size)
+    return TextGenerator(Model(weights, ops), tok, source)
+
+
+def _tokenizer_beside(model_path: Path) -> Path | None:
+    """tokenizer.bin or tok<vocab>.bin next to a checkpoint, as llama2.c's releases ship them."""
+    folder = model_path if model_path.is_dir() else model_path.parent
+    for candidate in sorted(folder.glob("tok*.bin")):
+        return candidate
+    return None
