@@ -172,3 +172,83 @@ def top_p_filter(probs, p):
     keep = np.zeros_like(probs, dtype=bool)
     keep[order[:keep_n]] = True
     return np.where(keep, probs, 0.0)
+
+
+# ---- quantized matmuls (formats in pyinfer/quant.py) -----------------------------------------
+
+def unpack_int4(qweight, group_size):
+    """qweight: uint8 (N, K/2) -> uint8 (N, K) values 0..15; per group byte j = u[j] | u[j + G/2] << 4."""
+    N, half = qweight.shape
+    v = qweight.reshape(N, -1, group_size // 2)                       # (N, G, g/2)
+    return np.concatenate([v & 0x0F, v >> 4], axis=2).reshape(N, 2 * half)
+
+
+def dequantize_weight(qweight, scales, zeros, group_size, weight_bits):
+    """float32 (N, K): int8 q * s, or int4 (u - z) * s with z = 8 when ``zeros`` is None."""
+    if weight_bits == 8:
+        q = qweight.astype(np.float32)
+        if group_size == 0:
+            return q * scales[:, None]
+        return (q.reshape(q.shape[0], -1, group_size) * scales[:, :, None]).reshape(q.shape)
+    u = unpack_int4(qweight, group_size).astype(np.float32)
+    N, K = u.shape
+    z = np.float32(8) if zeros is None else zeros.astype(np.float32)[:, :, None]
+    return ((u.reshape(N, -1, group_size) - z) * scales[:, :, None]).reshape(N, K)
+
+
+def quantize_act(xq, xs, x, group_size):
+    """Dynamic symmetric int8 quantization of activations per group of G along K.
+    xq: (T, K) int8 out; xs: (T, K/G) float32 out; x: (T, K) float32. x ~= xq * xs."""
+    T, K = x.shape
+    g = x.reshape(T, -1, group_size)                                  # (T, G, g)
+    s = np.abs(g).max(axis=2) / np.float32(127)                       # (T, G)
+    safe = np.where(s == 0, np.float32(1), s)
+    xq[...] = np.rint(g / safe[:, :, None]).reshape(T, K)
+    xs[...] = s
+    return xq, xs
+
+
+def _int_group_dots(xq, w_int, group_size):
+    """int32 (T, N, G): per-group integer dot products of xq (T, K) int8 and w_int (N, K) integers."""
+    T, K = xq.shape
+    a = xq.astype(np.int32).reshape(T, -1, group_size)               # (T, G, g)
+    b = w_int.astype(np.int32).reshape(w_int.shape[0], -1, group_size)   # (N, G, g)
+    return np.einsum("tgk,ngk->tng", a, b)
+
+
+def matmul_w8a16(out, x, qweight, scales):
+    """out: (T, N) f32; x: (T, K) f32; qweight: int8 (N, K); scales: f32 (N,). out = (x @ q.T) * s."""
+    np.matmul(x, qweight.T.astype(np.float32), out=out)
+    out *= scales[None, :]
+    return out
+
+
+def matmul_w8a8(out, x, qweight, scales, group_size):
+    """out: (T, N) f32; x: (T, K) f32 quantized per group to int8 here; qweight: int8 (N, K);
+    scales: f32 (N, K/G). out[t, n] = sum_g xs[t, g] * ws[n, g] * sum_{k in g} xq[t, k] * q[n, k]."""
+    T, K = x.shape
+    xq, xs = quantize_act(np.empty((T, K), np.int8), np.empty((T, K // group_size), np.float32), x, group_size)
+    dots = _int_group_dots(xq, qweight, group_size).astype(np.float32)   # (T, N, G)
+    out[...] = np.einsum("tng,tg,ng->tn", dots, xs, scales)
+    return out
+
+
+def matmul_w4a16(out, x, qweight, scales, zeros, group_size):
+    """out: (T, N) f32; x: (T, K) f32; qweight: uint8 (N, K/2) nibbles; scales: f32 (N, K/G);
+    zeros: uint8 (N, K/G) or None (symmetric, z = 8). out = x @ ((u - z) * s).T"""
+    w = dequantize_weight(qweight, scales, zeros, group_size, 4)          # (N, K)
+    np.matmul(x, w.T, out=out)
+    return out
+
+
+def matmul_w4a8(out, x, qweight, scales, zeros, group_size):
+    """As matmul_w4a16 with x quantized to int8 per group: integer dots of xq and (u - z)."""
+    T, K = x.shape
+    xq, xs = quantize_act(np.empty((T, K), np.int8), np.empty((T, K // group_size), np.float32), x, group_size)
+    u = unpack_int4(qweight, group_size).astype(np.int32)                # (N, K)
+    N = u.shape[0]
+    z = np.int32(8) if zeros is None else zeros.astype(np.int32)[:, :, None]
+    w_int = (u.reshape(N, -1, group_size) - z).reshape(N, K)
+    dots = _int_group_dots(xq, w_int, group_size).astype(np.float32)     # (T, N, G)
+    out[...] = np.einsum("tng,tg,ng->tn", dots, xs, scales)
+    return out

@@ -10,6 +10,13 @@ from .ops import Ops
 from .weights import ModelWeights
 
 
+def linear(ops: Ops, out: np.ndarray, x: np.ndarray, w) -> np.ndarray:
+    """out (T, N) = x (T, K) @ w.T for a float32 weight (N, K) or a quant.QTensor standing for one."""
+    if isinstance(w, np.ndarray):
+        return ops.matmul(out, x, w)
+    return w.matmul(ops, out, x)
+
+
 class Model:
     def __init__(self, weights: ModelWeights, ops: Ops | None = None):
         self.weights = weights
@@ -52,9 +59,9 @@ class Model:
         for layer, lw in enumerate(w.layers):
             k_cache, v_cache = cache.k[layer], cache.v[layer]  # (num_blocks, block_size, KVH, hd)
             ops.rmsnorm(h, x, lw.attn_norm, c.norm_eps)
-            ops.matmul(q, h, lw.wq)
-            ops.matmul(k, h, lw.wk)
-            ops.matmul(v, h, lw.wv)
+            linear(ops, q, h, lw.wq)
+            linear(ops, k, h, lw.wk)
+            linear(ops, v, h, lw.wv)
             ops.rope(q, q, batch.positions, hd, c.rope_theta)
             ops.rope(k, k, batch.positions, hd, c.rope_theta)
             ops.kv_cache_write(k_cache, v_cache, k.reshape(T, KVH, hd), v.reshape(T, KVH, hd),
@@ -72,13 +79,13 @@ class Model:
                                             batch.block_tables[prefill_seqs], prefill_cu,
                                             batch.context_lens[prefill_seqs], scale)
                 attn[prefill_rows] = out_pre
-            ops.matmul(o, attn.reshape(T, H * hd), lw.wo)
+            linear(ops, o, attn.reshape(T, H * hd), lw.wo)
             ops.add(x, x, o)
             ops.rmsnorm(h, x, lw.ffn_norm, c.norm_eps)
-            ops.matmul(gate, h, lw.w1)
-            ops.matmul(up, h, lw.w3)
+            linear(ops, gate, h, lw.w1)
+            linear(ops, up, h, lw.w3)
             ops.silu_mul(gate, gate, up)
-            ops.matmul(o, gate, lw.w2)
+            linear(ops, o, gate, lw.w2)
             ops.add(x, x, o)
 
         rows = np.arange(T) if all_logits else batch.cu_seqlens_q[1:] - 1    # (B,) last row per sequence
@@ -86,5 +93,5 @@ class Model:
         hl = np.empty_like(xl)
         ops.rmsnorm(hl, xl, w.norm, c.norm_eps)
         logits = np.empty((len(rows), c.vocab_size), np.float32)            # (B or T, vocab)
-        ops.matmul(logits, hl, w.output)
+        linear(ops, logits, hl, w.output)
         return logits

@@ -82,3 +82,28 @@ def argmax(out, logits):
 
 def softmax(out, logits, temperature):
     return Cost(4 * logits.size, 0, logits.nbytes + out.nbytes, 0)
+
+
+def _qmatmul(out, x, *weight_arrays) -> Cost:
+    """Quantized matmul: 2*T*N*K multiply-adds (integer or float); weight bytes are the packed
+    weights plus scales (and zero points) as stored."""
+    T, K = x.shape
+    N = out.shape[1]
+    w_bytes = sum(a.nbytes for a in weight_arrays if isinstance(a, np.ndarray))
+    return Cost(2 * T * N * K, w_bytes, x.nbytes + out.nbytes, 0)
+
+
+def matmul_w8a16(out, x, qweight, scales):
+    return _qmatmul(out, x, qweight, scales)
+
+
+def matmul_w8a8(out, x, qweight, scales, group_size):
+    return _qmatmul(out, x, qweight, scales)
+
+
+def matmul_w4a16(out, x, qweight, scales, zeros, group_size):
+    return _qmatmul(out, x, qweight, scales, zeros)
+
+
+def matmul_w4a8(out, x, qweight, scales, zeros, group_size):
+    return _qmatmul(out, x, qweight, scales, zeros)

@@ -27,7 +27,7 @@ def _build_registry() -> MappingProxyType:
     from .kernels import reference as ref
     names = ["embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
              "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
-             "argmax", "softmax"]
+             "argmax", "softmax", "matmul_w8a16", "matmul_w8a8", "matmul_w4a16", "matmul_w4a8"]
     return MappingProxyType({n: OpSpec(n, getattr(ref, n), getattr(op_costs, n)) for n in names})
 
 

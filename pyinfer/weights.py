@@ -30,7 +30,7 @@ class LayerWeights:
 @dataclass
 class ModelWeights:
     config: ModelConfig
-    tok_embeddings: np.ndarray   # (vocab_size, dim)
+    tok_embeddings: np.ndarray   # (vocab_size, dim)   linear weights below may be quant.QTensor
     layers: list[LayerWeights]
     norm: np.ndarray             # (dim,)
     output: np.ndarray           # (vocab_size, dim); the same array as tok_embeddings when tied
@@ -60,6 +60,10 @@ def check_weights(w: ModelWeights) -> None:
     c = w.config
 
     def check(name, arr, shape):
+        if hasattr(arr, "fmt") and len(shape) == 2:        # a quant.QTensor standing for the weight
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"weight {name} is quantized with shape {arr.shape}, config expects {shape}")
+            return
         if not isinstance(arr, np.ndarray):
             raise ValueError(f"weight {name} is {type(arr).__name__}, expected a numpy array")
         if arr.shape != shape:
