@@ -1,34 +1,66 @@
 """The Llama decoder, written only against ``ops``: one forward over a batch of sequences,
-any mix of multi-token prefill (or prefill chunks) and one-token decode, on a paged KV cache."""
+any mix of multi-token prefill (or prefill chunks) and one-token decode, on a paged KV cache.
+
+Arrays are allocated and moved through ``ops.arrays`` (numpy for the CPU backends, torch tensors
+on the GPU for Triton), so one forward serves every backend."""
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import numpy as np
 
 from .config import CacheConfig
 from .kv_cache import BatchMetadata, PagedKVCache
 from .ops import Ops
-from .weights import ModelWeights
+from .weights import LayerWeights, ModelWeights
 
 
-def linear(ops: Ops, out: np.ndarray, x: np.ndarray, w) -> np.ndarray:
+def linear(ops: Ops, out, x, w):
     """out (T, N) = x (T, K) @ w.T for a float32 weight (N, K) or a quant.QTensor standing for one."""
-    if isinstance(w, np.ndarray):
-        return ops.matmul(out, x, w)
-    return w.matmul(ops, out, x)
+    if hasattr(w, "fmt"):
+        return w.matmul(ops, out, x)
+    return ops.matmul(out, x, w)
+
+
+def weights_to_backend(weights: ModelWeights, arrays) -> ModelWeights:
+    """The same weights as the backend's arrays (e.g. resident on the GPU); numpy stays as is."""
+    if arrays.is_numpy:
+        return weights
+
+    def move(w):
+        if hasattr(w, "fmt"):
+            return replace(w, qweight=arrays.from_numpy(w.qweight), scales=arrays.from_numpy(w.scales),
+                           zeros=None if w.zeros is None else arrays.from_numpy(w.zeros))
+        return arrays.from_numpy(w)
+
+    emb = move(weights.tok_embeddings)
+    layers = [LayerWeights(**{f.name: move(getattr(lw, f.name)) for f in fields(LayerWeights)})
+              for lw in weights.layers]
+    out = emb if weights.output is weights.tok_embeddings else move(weights.output)
+    return _unchecked_weights(weights.config, emb, layers, move(weights.norm), out)
+
+
+def _unchecked_weights(config, emb, layers, norm, output) -> ModelWeights:
+    w = object.__new__(ModelWeights)          # shapes were checked on the numpy originals
+    w.config, w.tok_embeddings, w.layers, w.norm, w.output = config, emb, layers, norm, output
+    return w
 
 
 class Model:
     def __init__(self, weights: ModelWeights, ops: Ops | None = None):
-        self.weights = weights
-        self.config = weights.config
         self.ops = ops if ops is not None else Ops("numpy")
+        self.config = weights.config
+        self.weights = weights_to_backend(weights, self.ops.arrays)
 
     def new_cache(self, num_blocks: int = 0, block_size: int = 16) -> PagedKVCache:
-        return PagedKVCache(self.config, CacheConfig(block_size=block_size, num_blocks=num_blocks))
+        cache = PagedKVCache(self.config, CacheConfig(block_size=block_size, num_blocks=num_blocks))
+        if not self.ops.arrays.is_numpy:
+            cache.k, cache.v = self.ops.arrays.from_numpy(cache.k), self.ops.arrays.from_numpy(cache.v)
+        return cache
 
     def forward(self, batch: BatchMetadata, cache: PagedKVCache, all_logits: bool = False) -> np.ndarray:
-        """Logits (B, vocab) for each sequence's last new token, or (T, vocab) for every new token."""
-        c, w, ops = self.config, self.weights, self.ops
+        """Logits (B, vocab) float32 numpy for each sequence's last new token, or (T, vocab) for every one."""
+        c, w, ops, A = self.config, self.weights, self.ops, self.ops.arrays
         T, D, H, KVH, hd = len(batch.tokens), c.dim, c.n_heads, c.n_kv_heads, c.head_dim
         if T == 0:
             raise ValueError("empty batch")
@@ -37,48 +69,48 @@ class Model:
                              f"[{batch.tokens.min()}, {batch.tokens.max()}]")
         scale = 1.0 / np.sqrt(hd)
         q_lens = batch.q_lens                                   # (B,)
-        is_decode = q_lens == 1
-        decode_seqs = np.flatnonzero(is_decode)                 # sequences with one new token
-        prefill_seqs = np.flatnonzero(~is_decode)
+        decode_seqs = np.flatnonzero(q_lens == 1)               # sequences with one new token
+        prefill_seqs = np.flatnonzero(q_lens != 1)
         decode_rows = batch.cu_seqlens_q[decode_seqs]           # (B_dec,) their rows in T
         prefill_rows = np.concatenate([np.arange(batch.cu_seqlens_q[b], batch.cu_seqlens_q[b + 1])
                                        for b in prefill_seqs]) if len(prefill_seqs) else np.zeros(0, np.int64)
-        prefill_cu = np.concatenate([[0], np.cumsum(q_lens[prefill_seqs])]).astype(np.int64)
+        # step metadata, moved to the backend once per forward
+        tokens, positions, slots = (A.from_numpy(a) for a in (batch.tokens, batch.positions, batch.slot_mapping))
+        dec = [A.from_numpy(a) for a in (decode_rows, batch.block_tables[decode_seqs],
+                                         batch.context_lens[decode_seqs])]
+        pre = [A.from_numpy(a) for a in (prefill_rows, batch.block_tables[prefill_seqs],
+                                         np.concatenate([[0], np.cumsum(q_lens[prefill_seqs])]).astype(np.int64),
+                                         batch.context_lens[prefill_seqs])]
 
-        x = np.empty((T, D), np.float32)                        # residual stream
-        h = np.empty((T, D), np.float32)                        # normed input of a block
-        q = np.empty((T, H * hd), np.float32)
-        k = np.empty((T, KVH * hd), np.float32)
-        v = np.empty((T, KVH * hd), np.float32)
-        attn = np.empty((T, H, hd), np.float32)
-        o = np.empty((T, D), np.float32)                        # attention or MLP output
-        gate = np.empty((T, c.hidden_dim), np.float32)
-        up = np.empty((T, c.hidden_dim), np.float32)
+        x = A.empty((T, D))                                     # residual stream
+        h = A.empty((T, D))                                     # normed input of a block
+        q = A.empty((T, H * hd))
+        k = A.empty((T, KVH * hd))
+        v = A.empty((T, KVH * hd))
+        attn = A.empty((T, H, hd))
+        o = A.empty((T, D))                                     # attention or MLP output
+        gate = A.empty((T, c.hidden_dim))
+        up = A.empty((T, c.hidden_dim))
 
-        ops.embedding(x, batch.tokens, w.tok_embeddings)
+        ops.embedding(x, tokens, w.tok_embeddings)
         for layer, lw in enumerate(w.layers):
             k_cache, v_cache = cache.k[layer], cache.v[layer]  # (num_blocks, block_size, KVH, hd)
             ops.rmsnorm(h, x, lw.attn_norm, c.norm_eps)
             linear(ops, q, h, lw.wq)
             linear(ops, k, h, lw.wk)
             linear(ops, v, h, lw.wv)
-            ops.rope(q, q, batch.positions, hd, c.rope_theta)
-            ops.rope(k, k, batch.positions, hd, c.rope_theta)
-            ops.kv_cache_write(k_cache, v_cache, k.reshape(T, KVH, hd), v.reshape(T, KVH, hd),
-                               batch.slot_mapping)
+            ops.rope(q, q, positions, hd, c.rope_theta)
+            ops.rope(k, k, positions, hd, c.rope_theta)
+            ops.kv_cache_write(k_cache, v_cache, k.reshape(T, KVH, hd), v.reshape(T, KVH, hd), slots)
             q3 = q.reshape(T, H, hd)
             if len(decode_seqs):
-                out_dec = np.empty((len(decode_seqs), H, hd), np.float32)
-                ops.paged_decode_attention(out_dec, q3[decode_rows], k_cache, v_cache,
-                                           batch.block_tables[decode_seqs], batch.context_lens[decode_seqs],
-                                           scale)
-                attn[decode_rows] = out_dec
+                out_dec = A.empty((len(decode_seqs), H, hd))
+                ops.paged_decode_attention(out_dec, q3[dec[0]], k_cache, v_cache, dec[1], dec[2], scale)
+                attn[dec[0]] = out_dec
             if len(prefill_seqs):
-                out_pre = np.empty((len(prefill_rows), H, hd), np.float32)
-                ops.paged_prefill_attention(out_pre, q3[prefill_rows], k_cache, v_cache,
-                                            batch.block_tables[prefill_seqs], prefill_cu,
-                                            batch.context_lens[prefill_seqs], scale)
-                attn[prefill_rows] = out_pre
+                out_pre = A.empty((len(prefill_rows), H, hd))
+                ops.paged_prefill_attention(out_pre, q3[pre[0]], k_cache, v_cache, pre[1], pre[2], pre[3], scale)
+                attn[pre[0]] = out_pre
             linear(ops, o, attn.reshape(T, H * hd), lw.wo)
             ops.add(x, x, o)
             ops.rmsnorm(h, x, lw.ffn_norm, c.norm_eps)
@@ -89,9 +121,9 @@ class Model:
             ops.add(x, x, o)
 
         rows = np.arange(T) if all_logits else batch.cu_seqlens_q[1:] - 1    # (B,) last row per sequence
-        xl = np.ascontiguousarray(x[rows])
-        hl = np.empty_like(xl)
+        xl = x[A.from_numpy(rows)]                                           # (B or T, D), a copy
+        hl = A.empty(xl.shape)
         ops.rmsnorm(hl, xl, w.norm, c.norm_eps)
-        logits = np.empty((len(rows), c.vocab_size), np.float32)            # (B or T, vocab)
+        logits = A.empty((len(rows), c.vocab_size))                          # (B or T, vocab)
         linear(ops, logits, hl, w.output)
-        return logits
+        return A.to_numpy(logits)

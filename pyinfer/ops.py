@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Callable
 
+import numpy as np
+
 from . import op_costs
 from .analysis.cost import Cost, CostCounter
 
@@ -40,25 +42,54 @@ BACKENDS = MappingProxyType({
 })
 
 
+class NumpyArrays:
+    """How the model allocates and moves arrays. A backend whose kernels take other arrays (torch
+    CUDA tensors for Triton) exposes ``arrays()`` returning an object with these methods."""
+
+    is_numpy = True
+
+    @staticmethod
+    def empty(shape, dtype=np.float32):
+        return np.empty(shape, dtype)
+
+    @staticmethod
+    def zeros(shape, dtype=np.float32):
+        return np.zeros(shape, dtype)
+
+    @staticmethod
+    def from_numpy(a):
+        return a
+
+    @staticmethod
+    def to_numpy(a):
+        return a
+
+
 class BackendUnavailable(RuntimeError):
     """A backend could not load here (no compiler output, no GPU, missing package)."""
 
 
 def load_backend(name: str) -> dict[str, Callable]:
     """The backend's native kernels by op name; raises BackendUnavailable with the reason."""
+    return _load(name)[0]
+
+
+def _load(name: str):
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
     module_name = BACKENDS[name]
     if module_name is None:
-        return {}
+        return {}, NumpyArrays
     try:
-        impls = importlib.import_module(module_name).load()
+        module = importlib.import_module(module_name)
+        impls = module.load()
+        arrays = module.arrays() if hasattr(module, "arrays") else NumpyArrays
     except (ImportError, OSError) as e:
         raise BackendUnavailable(f"backend {name!r} is unavailable here: {e}") from e
     unknown = set(impls) - set(REGISTRY)
     if unknown:
         raise RuntimeError(f"backend {name!r} registers unknown ops {sorted(unknown)}")
-    return impls
+    return impls, arrays
 
 
 def available_backends() -> dict[str, str | None]:
@@ -82,7 +113,7 @@ class Ops:
     def __init__(self, backend: str = "numpy", counter: CostCounter | None = None, execute: bool = True):
         if not execute and counter is None:
             raise ValueError("a dry run (execute=False) needs a CostCounter")
-        impls = load_backend(backend)
+        impls, self.arrays = _load(backend)
         self.backend = backend
         self.counter = counter
         self.native = tuple(sorted(impls))

@@ -99,7 +99,7 @@ class QTensor:
     def matmul(self, ops, out: np.ndarray, x: np.ndarray) -> np.ndarray:
         """out (T, N) = x (T, K) @ dequantized(w).T through the format's kernel in ``ops``."""
         if x.shape[1] != self.k_pad:
-            xp = np.zeros((x.shape[0], self.k_pad), np.float32)      # (T, K_pad), zero tail
+            xp = ops.arrays.zeros((x.shape[0], self.k_pad))         # (T, K_pad), zero tail
             xp[:, :x.shape[1]] = x
             x = xp
         return getattr(ops, self.fmt.kernel)(out, x, *self.kernel_args())
