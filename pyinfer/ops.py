@@ -39,6 +39,8 @@ REGISTRY = _build_registry()
 BACKENDS = MappingProxyType({
     "numpy": None,
     "c": "pyinfer.kernels.c_cpu",
+    "numba": "pyinfer.kernels.numba_cpu",
+    "triton": "pyinfer.kernels.triton_gpu",
 })
 
 
