@@ -18,6 +18,7 @@ from .generate import GenerationResult, generate
 from .loaders import load_checkpoint
 from .model import Model
 from .ops import Ops
+from .quant import get_format, quantize_weights
 from .tokenizer import check_tokenizer_matches, load_tokenizer
 from .weights import random_weights
 
@@ -57,9 +58,12 @@ class TextGenerator:
 
 
 def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
-         preset: str | None = None, backend: str = "numpy", seed: int = 0) -> TextGenerator:
+         preset: str | None = None, backend: str = "numpy", seed: int = 0,
+         quant: str | None = None) -> TextGenerator:
     """A checkpoint path or fetched model name (``model``), else a preset with seeded random weights
-    (``preset``, default ``toy``) and a byte-level tokenizer."""
+    (``preset``, default ``toy``) and a byte-level tokenizer. ``quant`` (e.g. "int8", "int4-g32")
+    quantizes every linear weight after loading (see pyinfer.quant.FORMATS)."""
+    fmt = get_format(quant) if quant else None
     if model is not None and preset is not None:
         raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
     ops = Ops(backend)
@@ -78,6 +82,9 @@ def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | 
         tok = load_tokenizer(tok_path, weights.config.vocab_size)
         source = str(model_path)
     check_tokenizer_matches(tok, weights.config.vocab_size)
+    if fmt is not None:
+        weights = quantize_weights(weights, fmt)
+        source += f", quantized {fmt.name}"
     return TextGenerator(Model(weights, ops), tok, source)
 
 

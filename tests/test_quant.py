@@ -94,3 +94,32 @@ def test_quantized_stories260k_tracks_float(stories260k, name):
         logits.append(m.forward(cache.prepare([0], [tokens]), cache, all_logits=True))
     agree = np.mean(logits[0].argmax(1) == logits[1].argmax(1))
     assert agree > (0.95 if name.startswith("int8") else 0.75), f"{name}: top-1 agreement {agree:.2f}"
+
+
+@pytest.mark.parametrize("name", ["int8", "int8-g64", "int4-g32-zp"])
+def test_quantized_npz_round_trip_and_cli(tmp_path, stories260k, capsys, name):
+    from pyinfer.cli import main
+    from pyinfer.loaders import load_checkpoint
+    out = tmp_path / "q.npz"
+    assert main(["quantize", "--model", str(stories260k["model"]), "--format", name, "--out", str(out)]) == 0
+    assert "bits per linear weight" in capsys.readouterr().out
+    q = quantize_weights(load_checkpoint(stories260k["model"]), name)
+    back = load_checkpoint(out)
+    tokens = np.arange(1, 40)
+    logits = []
+    for w in (q, back):
+        m = Model(w)
+        cache = m.new_cache()
+        logits.append(m.forward(cache.prepare([0], [tokens]), cache, all_logits=True))
+    np.testing.assert_array_equal(logits[0], logits[1])
+    assert main(["generate", "--model", str(stories260k["model"]), "--quant", name, "--temperature", "0",
+                 "--steps", "20", "--prompt", "Once upon a time"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon a time")
+
+
+def test_quantize_cli_refuses_bad_arguments(tmp_path, capsys):
+    from pyinfer.cli import main
+    assert main(["quantize", "--preset", "toy", "--format", "int8", "--out", str(tmp_path / "x.bin")]) == 2
+    assert "must end in .npz" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["quantize", "--preset", "toy", "--format", "int5", "--out", str(tmp_path / "x.npz")])

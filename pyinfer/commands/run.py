@@ -21,6 +21,8 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, printed by run)")
     p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens, 1..256")
+    p.add_argument("--quant", help="quantize linear weights after loading: int8, int8-g32, int4-g32, "
+                                   "int4-g128-zp, int4-g32-a8, ... (pyinfer.quant.FORMATS)")
 
 
 
@@ -43,7 +45,7 @@ def _run_or_generate(args: argparse.Namespace, report: bool) -> int:
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed,
                             max_tokens=max(args.steps, 1))
     gen = load(model=args.model, tokenizer=args.tokenizer, preset=args.preset if args.model is None else None,
-               backend=args.backend, seed=args.weights_seed)
+               backend=args.backend, seed=args.weights_seed, quant=args.quant)
 
     def write(text: str) -> None:
         # A random-weight model can emit any byte: keep terminal control characters off the screen.
