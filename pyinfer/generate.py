@@ -51,35 +51,43 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
     sampler = Sampler(params, model.ops)
     cache = model.new_cache(block_size=block_size)
     out: list[int] = []
-    emit = (lambda prev, tok: (out.append(tok), on_token and on_token(prev, tok)))
+
+    def emit(prev: int, token: int) -> None:
+        out.append(token)
+        if on_token:
+            on_token(prev, token)
 
     n_prefill = min(len(prompt_ids), steps)
     t0 = time.perf_counter()
     logits = model.forward(cache.prepare([0], [np.asarray(prompt_ids[:n_prefill])]), cache)[0]
-    q_lens = [n_prefill]
-    for i in range(1, n_prefill):
-        emit(prompt_ids[i - 1], prompt_ids[i])
-    result = dict(n_generated=0, stop_reason="steps", ttft_s=time.perf_counter() - t0, decode_time_s=0.0)
-    if n_prefill < len(prompt_ids):                   # the steps end inside the prompt
-        emit(prompt_ids[n_prefill - 1], prompt_ids[n_prefill])
+    q_lens = [n_prefill]                              # tokens of each forward pass
+    n_generated, stop_reason, decode_time_s = 0, "steps", 0.0
+    if n_prefill < len(prompt_ids):                   # the steps end inside the prompt (run.c prints it)
+        ttft_s = time.perf_counter() - t0
+        for i in range(1, n_prefill + 1):
+            emit(prompt_ids[i - 1], prompt_ids[i])
     else:
-        prev, token = prompt_ids[-1], sampler.sample(logits)
-        result["ttft_s"] = time.perf_counter() - t0
+        token = sampler.sample(logits)
+        ttft_s = time.perf_counter() - t0
+        for i in range(1, n_prefill):
+            emit(prompt_ids[i - 1], prompt_ids[i])
+        prev, n_forwarded = prompt_ids[-1], n_prefill
         t1 = time.perf_counter()
         while True:
             if token in params.stop_token_ids:
-                result["stop_reason"] = f"stop token {token}"
+                stop_reason = f"stop token {token}"
                 break
             emit(prev, token)
-            result["n_generated"] += 1
-            if sum(q_lens) >= steps:
+            n_generated += 1
+            if n_forwarded >= steps:
                 break
             logits = model.forward(cache.prepare([0], [np.array([token])]), cache)[0]
             q_lens.append(1)
+            n_forwarded += 1
             prev, token = token, sampler.sample(logits)
-        result["decode_time_s"] = time.perf_counter() - t1
-    res = GenerationResult(prompt_ids=list(prompt_ids), output_ids=out, kv_blocks_in_use=cache.blocks_in_use(),
-                           kv_bytes_in_use=cache.bytes_in_use(), step_q_lens=q_lens, **result)
+        decode_time_s = time.perf_counter() - t1
+    res = GenerationResult(list(prompt_ids), out, n_generated, stop_reason, ttft_s, decode_time_s,
+                           cache.blocks_in_use(), cache.bytes_in_use(), q_lens)
     cache.free(0)
     return res
 
