@@ -86,8 +86,8 @@ def _load(name: str):
         module = importlib.import_module(module_name)
         impls = module.load()
         arrays = module.arrays() if hasattr(module, "arrays") else NumpyArrays
-    except (ImportError, OSError) as e:
-        raise BackendUnavailable(f"backend {name!r} is unavailable here: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any failure to load a toolchain means "unavailable", reported
+        raise BackendUnavailable(f"backend {name!r} is unavailable here: {type(e).__name__}: {e}") from e
     unknown = set(impls) - set(REGISTRY)
     if unknown:
         raise RuntimeError(f"backend {name!r} registers unknown ops {sorted(unknown)}")

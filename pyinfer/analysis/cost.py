@@ -30,17 +30,22 @@ class Cost:
 
 
 class CostCounter:
-    """Sums the Cost of every op call, keyed by (phase, op name). One per run, never global."""
+    """Sums the Cost of every op call, keyed by (phase, op name). One per run, never global.
+    With ``trace=True`` it also keeps every call in order as (phase, op, Cost), so a run can be
+    split per layer and compared call by call with pyinfer.analysis.estimate."""
 
-    def __init__(self):
+    def __init__(self, trace: bool = False):
         self.by_key: dict[tuple[str, str], Cost] = defaultdict(Cost)
         self.calls: dict[tuple[str, str], int] = defaultdict(int)
         self.phase = "prefill"
+        self.trace: list[tuple[str, str, Cost]] | None = [] if trace else None
 
     def add(self, op: str, cost: Cost) -> None:
         key = (self.phase, op)
         self.by_key[key] = self.by_key[key] + cost
         self.calls[key] += 1
+        if self.trace is not None:
+            self.trace.append((self.phase, op, cost))
 
     def total(self, phase: str | None = None) -> Cost:
         total = Cost()

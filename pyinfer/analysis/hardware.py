@@ -1,0 +1,248 @@
+"""Devices: peak FLOP/s per dtype, memory bandwidth and capacity, SRAM, interconnect, power and
+price, each with its source and date. The built-in table is pyinfer/analysis/catalog.py;
+``this-cpu`` is measured on first use and cached; users add devices from TOML or JSON files:
+
+    [devices.rtx-4090]                      # JSON: {"devices": {"rtx-4090": {...}}}
+    full_name = "NVIDIA GeForce RTX 4090"
+    peak_tflops = { fp32 = 82.6, fp16 = 165.2, int8 = 660.6 }
+    memory_bw_gbs = 1008                    # GB/s
+    memory_gb = 24
+    sram_mb = 72                            # optional, like every field below
+    interconnect_gbs = 32                   # per direction
+    power_w = 450
+    price_per_hour = 0.35
+    price_basis = "amortised purchase (list price, 3 years)"
+    source = "NVIDIA Ada whitepaper"
+    date = "2023-01"
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import date as _date
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+PEAK_KEYS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
+_SAME_RATE = {"bf16": "fp16", "fp16": "bf16"}      # a chip that lists one runs the other at the same rate
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    full_name: str
+    kind: str                           # gpu, tpu, npu, lpu, soc, cpu
+    peak_flops: Mapping[str, float]     # peak key (fp32, fp16, bf16, fp8, int8, ...) -> FLOP/s, dense
+    memory_bw: float                    # bytes/s from the device's main memory
+    memory_bytes: float                 # capacity
+    sram_bytes: float | None            # on-chip SRAM (caches, shared memory), None when not published
+    interconnect_bw: float | None       # bytes/s per direction to a peer device, None when it has none
+    power_w: float | None               # board / package power, None when not published
+    price_per_hour: float | None        # USD per device-hour
+    price_basis: str                    # "cloud on-demand" or "amortised purchase (...)" or "unknown"
+    source: str
+    date: str
+    notes: str = ""
+    extra: Mapping[str, float] = field(default_factory=dict)   # e.g. measured triad_bw, cache_read_bw
+
+    def __post_init__(self):
+        where = f"device {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a device needs a non-empty name")
+        if not self.peak_flops:
+            raise ValueError(f"{where}: peak_flops lists no dtype")
+        for key, value in self.peak_flops.items():
+            if key not in PEAK_KEYS:
+                raise ValueError(f"{where}: peak dtype {key!r} is not one of {', '.join(PEAK_KEYS)}")
+            _positive(f"{where}: peak {key}", value)
+        _positive(f"{where}: memory_bw", self.memory_bw)
+        _positive(f"{where}: memory_bytes", self.memory_bytes)
+        for name in ("sram_bytes", "interconnect_bw", "power_w", "price_per_hour"):
+            if getattr(self, name) is not None:
+                _positive(f"{where}: {name}", getattr(self, name), allow_zero=name == "price_per_hour")
+        if not self.source or not self.date:
+            raise ValueError(f"{where}: every entry needs its source and date")
+        object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    def peak(self, key: str) -> float:
+        """Peak FLOP/s for a peak key (fp32, fp16, bf16, fp8, int8, ...)."""
+        if key in self.peak_flops:
+            return self.peak_flops[key]
+        if _SAME_RATE.get(key) in self.peak_flops:
+            return self.peak_flops[_SAME_RATE[key]]
+        raise ValueError(f"{self.name} lists no {key} peak (it has {', '.join(self.peak_flops)}); "
+                         f"pick a dtype or format it runs")
+
+    def ridge(self, key: str) -> float:
+        """Ridge point: the arithmetic intensity (FLOP/byte) where compute and memory time are equal."""
+        return self.peak(key) / self.memory_bw
+
+
+def _positive(what: str, value, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value == float("inf"):
+        raise ValueError(f"{what} must be positive and finite, got {value!r}")
+
+
+# ---- user device files -------------------------------------------------------------------------
+
+_FILE_FIELDS = {"full_name", "kind", "peak_tflops", "memory_bw_gbs", "memory_gb", "sram_mb", "interconnect_gbs",
+                "power_w", "price_per_hour", "price_basis", "source", "date", "notes"}
+_REQUIRED = ("peak_tflops", "memory_bw_gbs", "memory_gb", "source", "date")
+
+
+def load_device_file(path: str | os.PathLike) -> dict[str, Device]:
+    """Devices from a TOML or JSON file (see the module docstring); ValueError naming file and field."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"device file {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:
+                raise ValueError(f"device file {path}: TOML needs Python 3.11+ (tomllib); use JSON") from None
+            data = tomllib.loads(text.decode("utf-8"))
+        else:
+            raise ValueError(f"device file {path}: expected a .toml or .json file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"device file {path} is not valid JSON: {e}") from None
+    except Exception as e:
+        if type(e).__name__ == "TOMLDecodeError":
+            raise ValueError(f"device file {path} is not valid TOML: {e}") from None
+        raise
+    devices = data.get("devices") if isinstance(data, dict) else None
+    if not isinstance(devices, dict) or not devices:
+        raise ValueError(f"device file {path}: expected a table [devices.NAME] (JSON: {{\"devices\": "
+                         f"{{\"NAME\": {{...}}}}}}) with at least one device")
+    return {name: _device_from_table(path, name, table) for name, table in devices.items()}
+
+
+def _device_from_table(path: Path, name: str, t) -> Device:
+    where = f"device file {path}, device {name!r}"
+    if not isinstance(t, dict):
+        raise ValueError(f"{where}: expected a table of fields")
+    unknown = sorted(set(t) - _FILE_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(_FILE_FIELDS)}")
+    missing = [k for k in _REQUIRED if k not in t]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+    peaks = t["peak_tflops"]
+    if not isinstance(peaks, dict) or not peaks:
+        raise ValueError(f"{where}: peak_tflops must be a table like {{ fp16 = 100, int8 = 200 }}")
+
+    def num(key, scale):
+        value = t.get(key)
+        if value is None:
+            return None
+        _positive(f"{where}: {key}", value, allow_zero=key == "price_per_hour")
+        return value * scale
+
+    for key, value in peaks.items():
+        _positive(f"{where}: peak_tflops.{key}", value)
+    try:
+        return Device(name=name, full_name=str(t.get("full_name", name)), kind=str(t.get("kind", "custom")),
+                      peak_flops={k: v * 1e12 for k, v in peaks.items()}, memory_bw=num("memory_bw_gbs", 1e9),
+                      memory_bytes=num("memory_gb", 1e9), sram_bytes=num("sram_mb", 1e6),
+                      interconnect_bw=num("interconnect_gbs", 1e9), power_w=num("power_w", 1),
+                      price_per_hour=num("price_per_hour", 1), price_basis=str(t.get("price_basis", "unknown")),
+                      source=str(t["source"]), date=str(t["date"]), notes=str(t.get("notes", "")))
+    except ValueError as e:
+        raise ValueError(f"device file {path}: {e}") from None
+
+
+# ---- lookup ------------------------------------------------------------------------------------
+
+def device_names() -> list[str]:
+    from .catalog import CATALOG
+    return [*CATALOG, "this-cpu"]
+
+
+def get_device(name: str, files: Iterable[str | os.PathLike] = (), cache_dir: str | os.PathLike | None = None,
+               refresh: bool = False) -> Device:
+    """A device by name: user files first (then $PYINFER_HARDWARE, paths joined by os.pathsep), then the
+    catalog, then ``this-cpu`` (measured once, cached). ValueError names close matches."""
+    from .catalog import ALIASES, CATALOG
+
+    env = os.environ.get("PYINFER_HARDWARE", "")
+    user: dict[str, Device] = {}
+    for f in [*files, *(p for p in env.split(os.pathsep) if p)]:
+        user.update(load_device_file(f))
+    key = name.strip().lower()
+    if key in user or name in user:
+        return user.get(name) or user[key]
+    key = ALIASES.get(key, key)
+    if key in CATALOG:
+        return CATALOG[key]
+    if key == "this-cpu":
+        return this_cpu(cache_dir=cache_dir, refresh=refresh)
+    known = [*user, *CATALOG, "this-cpu"]
+    close = difflib.get_close_matches(key, known + list(ALIASES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown device {name!r}{hint} known devices: {', '.join(known)} "
+                     f"(add your own with a TOML/JSON device file)")
+
+
+def get_devices(names: str | Iterable[str], files: Iterable[str | os.PathLike] = (), **kw) -> list[Device]:
+    names = [n for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if not names:
+        raise ValueError("no device named; e.g. --hw h100,mi300x,this-cpu")
+    return [get_device(n, files, **kw) for n in names]
+
+
+# ---- this-cpu ----------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    from ..fetch import default_cache_dir as d
+    return d()
+
+
+def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, quick: bool = False) -> Device:
+    """This machine's CPU, measured by microbenchmarks on first use (a few seconds) and cached in
+    <cache>/hardware/this-cpu-<threads>t.json; remeasured when the CPU model or thread count changes."""
+    from .microbench import compute_threads, cpu_model, measure
+
+    threads = compute_threads()
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "hardware" / f"this-cpu-{threads}t.json"
+    key = {"cpu_model": cpu_model(), "threads": threads, "version": CACHE_VERSION}
+    m = None
+    if path.exists() and not refresh:
+        try:
+            cached = json.loads(path.read_text())
+            if all(cached.get(k) == v for k, v in key.items()):
+                m = cached
+        except (OSError, ValueError):
+            m = None
+    if m is None:
+        m = {**measure(quick=quick), **key, "date": _date.today().isoformat()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(m, indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass                                # a read-only cache only costs a remeasure next time
+    return cpu_device(m, str(path))
+
+
+def cpu_device(m: dict, where: str = "measured") -> Device:
+    """A Device from measure()'s dict."""
+    return Device(
+        name="this-cpu", full_name=f"{m['cpu_model']} ({m['threads']} threads)", kind="cpu",
+        peak_flops={"fp32": m["fp32"], "int8": m["int8"], "fp16": m["fp32"]},
+        memory_bw=m["read_bw"], memory_bytes=m["memory_bytes"] or 1.0, sram_bytes=m["llc_bytes"] or None,
+        interconnect_bw=None, power_w=None, price_per_hour=None, price_basis="unknown",
+        source=f"measured here by pyinfer.analysis.microbench ({m['method']}); cached in {where}",
+        date=m["date"], notes="fp16 arithmetic assumed at the fp32 rate (the engine computes in float32)",
+        extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"]})

@@ -1,0 +1,160 @@
+"""The roofline: each op call placed against a device's ceilings.
+
+For an op with F FLOPs and B bytes on a device with peak P (FLOP/s, for the dtype its arithmetic runs
+at) and bandwidth W (bytes/s):
+
+    intensity I = F / B            ridge point R = P / W            bound = memory if I < R else compute
+    attainable time t = max(F / (e_c P), B / (e_m W)) + overhead
+
+with efficiency factors e_c, e_m (1 and overhead 0 unless calibrated: pyinfer.analysis.calibrate).
+Ops run one after another, so a step's time is the sum of its ops' times; the step as a whole is
+labelled by which total is larger, sum F / P or sum B / W. Achieved fraction = predicted / measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cost import Cost, CostCounter
+from .estimate import Estimate, PhaseCost
+from .hardware import Device
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    memory: float = 1.0         # fraction of the device bandwidth kernels reach
+    compute: float = 1.0        # fraction of the peak FLOP/s kernels reach
+    overhead_s: float = 0.0     # fixed time per op call (Python dispatch, kernel launch)
+
+    def __post_init__(self):
+        if not (self.memory > 0 and self.compute > 0 and self.overhead_s >= 0):
+            raise ValueError(f"efficiencies must be > 0 and overhead >= 0, got {self}")
+
+
+NOMINAL = Efficiency()
+
+
+@dataclass(frozen=True)
+class OpPoint:
+    phase: str
+    role: str
+    op: str
+    cost: Cost
+    compute: str                # peak key
+    intensity: float            # FLOP/byte
+    ridge: float                # the device's ridge for this peak key
+    bound: str                  # "memory" or "compute" (nominal roofline)
+    compute_s: float            # F / (e_c P)
+    memory_s: float             # B / (e_m W)
+    time_s: float               # max of the two + overhead
+    calls: int = 1
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.cost.flops / self.time_s if self.time_s else 0.0
+
+
+def op_point(phase: str, role: str, op: str, cost: Cost, compute: str, device: Device,
+             eff: Efficiency = NOMINAL, calls: int = 1) -> OpPoint:
+    peak = device.peak(compute)
+    c_s = cost.flops / (peak * eff.compute)
+    m_s = cost.bytes_total / (device.memory_bw * eff.memory)
+    intensity = cost.intensity
+    ridge = device.ridge(compute)
+    return OpPoint(phase, role, op, cost, compute, intensity, ridge, "memory" if intensity < ridge else "compute",
+                   c_s, m_s, max(c_s, m_s) + calls * eff.overhead_s, calls)
+
+
+@dataclass(frozen=True)
+class PhaseRoofline:
+    phase: str
+    device: Device
+    tokens: int                 # new tokens in the step (the batch, in decode)
+    seqs: int
+    ops: tuple[OpPoint, ...]
+
+    @property
+    def cost(self) -> Cost:
+        return sum((p.cost for p in self.ops), Cost())
+
+    @property
+    def time_s(self) -> float:
+        return sum(p.time_s for p in self.ops)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(p.cost.flops / self.device.peak(p.compute) for p in self.ops)
+
+    @property
+    def memory_s(self) -> float:
+        return self.cost.bytes_total / self.device.memory_bw
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_s > self.memory_s else "memory"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.time_s
+
+    def by_role(self) -> list[OpPoint]:
+        """One point per role (wq, attention, w1, ...), summed over layers: the plot's points."""
+        groups: dict[str, list[OpPoint]] = {}
+        for p in self.ops:
+            groups.setdefault(p.role, []).append(p)
+        out = []
+        for role, ps in groups.items():
+            cost = sum((p.cost for p in ps), Cost())
+            first = ps[0]
+            c_s, m_s, t = (sum(getattr(p, a) for p in ps) for a in ("compute_s", "memory_s", "time_s"))
+            out.append(OpPoint(self.phase, role, first.op, cost, first.compute, cost.intensity, first.ridge,
+                               "memory" if cost.intensity < first.ridge else "compute", c_s, m_s, t, len(ps)))
+        return out
+
+
+def predict(step: PhaseCost, device: Device, efficiency: Efficiency | None = None) -> PhaseRoofline:
+    """Every op of a step placed on the device's roofline."""
+    eff = efficiency or NOMINAL
+    ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff) for o in step.ops)
+    return PhaseRoofline(step.phase, device, step.tokens, len(step.q_lens), ops)
+
+
+def predict_estimate(est: Estimate, device: Device, efficiency: Efficiency | None = None
+                     ) -> tuple[PhaseRoofline, PhaseRoofline]:
+    """(prefill, decode) of an Estimate on a device."""
+    return predict(est.prefill, device, efficiency), predict(est.decode, device, efficiency)
+
+
+def compute_key_of_op(op: str, weights_compute: str = "fp32") -> str:
+    """The peak key of an op of this engine by name: integer-activation matmuls run at int8."""
+    return "int8" if op in ("matmul_w8a8", "matmul_w4a8") else weights_compute
+
+
+def predict_counter(counter: CostCounter, phase: str, device: Device, efficiency: Efficiency | None = None,
+                    compute: str = "fp32") -> PhaseRoofline:
+    """A counted run's phase on a device, one point per op name (the counter keeps no per-call detail)."""
+    eff = efficiency or NOMINAL
+    ops = tuple(op_point(phase, op, op, cost, compute_key_of_op(op, compute), device, eff,
+                         counter.calls[(ph, op)])
+                for (ph, op), cost in counter.by_key.items() if ph == phase)
+    if not ops:
+        raise ValueError(f"the counter has no {phase!r} calls")
+    return PhaseRoofline(phase, device, 0, 0, ops)
+
+
+def achieved_fraction(predicted_s: float, measured_s: float) -> float:
+    """Fraction of the roofline reached: 1.0 means the run took exactly the predicted time."""
+    if measured_s <= 0:
+        raise ValueError(f"measured time {measured_s} must be > 0")
+    return predicted_s / measured_s
+
+
+def where_run_sits(counter: CostCounter, decode_steps: int, decode_time_s: float, device: Device,
+                   efficiency: Efficiency | None = None) -> str:
+    """One line for a run report: the decode phase's bound and its predicted against measured time."""
+    if decode_steps < 1 or decode_time_s <= 0:
+        return f"roofline    {device.name}: no decode steps timed"
+    r = predict_counter(counter, "decode", device, efficiency)
+    pred, meas = r.time_s / decode_steps, decode_time_s / decode_steps
+    return (f"roofline    {device.name}: decode {r.bound}-bound, predicted {pred * 1e3:.3f} ms/token, measured "
+            f"{meas * 1e3:.3f} ms/token ({100 * achieved_fraction(pred, meas):.0f}% of the roofline"
+            f"{'' if efficiency is None else ', calibrated'})")

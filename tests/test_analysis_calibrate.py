@@ -1,0 +1,87 @@
+"""Predicted against measured: the efficiency fit, residuals, a real (tiny) decode measurement, and
+GPU suite results placed on their card's roofline."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyinfer.analysis import Efficiency, get_device, predict, step_cost
+from pyinfer.analysis import calibrate as cal
+from pyinfer.config import PRESETS
+
+
+def _synthetic_runs(rng, eff: Efficiency, noise: float = 0.0, n: int = 8) -> list[cal.Run]:
+    runs = []
+    for i in range(n):
+        roles = int(rng.integers(3, 8))
+        mem = tuple(float(x) for x in rng.uniform(1e-5, 1e-2, roles))
+        comp = tuple(float(m * x) for m, x in zip(mem, rng.uniform(0.01, 3.0, roles)))  # some compute-bound
+        calls = int(rng.integers(20, 400))
+        r = cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, 1.0, mem, comp, calls)
+        t = r.predicted_s(eff) * (1 + noise * float(rng.standard_normal()))
+        runs.append(cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, t, mem, comp, calls))
+    return runs
+
+
+def test_fit_recovers_known_efficiencies(rng):
+    truth = Efficiency(memory=float(rng.uniform(0.2, 1)), compute=float(rng.uniform(0.05, 1)),
+                       overhead_s=float(rng.uniform(0, 2e-5)))
+    runs = _synthetic_runs(rng, truth, n=10)
+    got = cal.fit(runs)
+    for r in runs:
+        assert abs(cal.residual(r, got)) < 1e-6
+    assert got.memory == pytest.approx(truth.memory, rel=1e-4)
+    assert got.overhead_s == pytest.approx(truth.overhead_s, rel=1e-3, abs=1e-12)
+
+
+def test_calibration_shrinks_residuals_on_noisy_runs(rng):
+    runs = _synthetic_runs(rng, Efficiency(memory=0.3, compute=0.5, overhead_s=1e-5), noise=0.03, n=12)
+    effs = cal.fit_all(runs)
+    before = max(abs(cal.residual(r)) for r in runs)
+    after = max(abs(cal.residual(r, effs[r.key])) for r in runs)
+    assert after < 0.15 < before
+    held = cal.leave_one_preset_out(runs)
+    assert len(held) == len(runs) and max(abs(v) for v in held.values()) < 0.3
+    data = cal.calibration_json(runs, effs)
+    assert set(data["efficiency"]) == {"dev/numpy/float32"} and len(data["runs"]) == len(runs)
+
+
+def test_calibration_file_round_trip_and_errors(tmp_path, rng):
+    runs = _synthetic_runs(rng, Efficiency(memory=0.5), n=6)
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.calibration_json(runs, cal.fit_all(runs))))
+    effs = cal.load_calibration(path)
+    assert cal.efficiency_for(effs, "dev", "numpy", "float32").memory == pytest.approx(0.5, rel=1e-3)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": []}')
+    with pytest.raises(ValueError, match="malformed"):
+        cal.load_calibration(bad)
+
+
+def test_measure_decode_on_this_machine():
+    """A real (tiny) measurement: the toy preset, 2 steps; its roofline terms are the estimate's."""
+    cpu = get_device("h100")            # any device: the terms are checked, not the timing
+    (run,) = cal.measure_decode("toy", "numpy", "float32", cpu, contexts=(8,), steps=2)
+    assert run.measured_s > 0 and run.calls == len(step_cost(PRESETS["toy"], [1], [10]).ops)
+    roles = predict(step_cost(PRESETS["toy"], [1], [10]), cpu).by_role()
+    assert run.memory_s == tuple(p.memory_s for p in roles)
+    assert run.nominal_s == pytest.approx(sum(p.time_s for p in roles))
+
+
+def test_gpu_suite_results_are_placed_on_their_roofline(tmp_path):
+    h100 = get_device("h100")
+    (tmp_path / "gpu_suite_h100.json").write_text(json.dumps({
+        "device": "NVIDIA H100 80GB HBM3",
+        "results": [{"name": "w4a16 8192x8192 M=1", "dtype": "fp16", "bytes": 34_000_000, "flops": 134_217_728,
+                     "median_us": 16.0},
+                    {"name": "no cost stated", "median_us": 3.0}]}))
+    (tmp_path / "other.json").write_text("{}")
+    rows = cal.compare_gpu_results(tmp_path)
+    assert len(rows) == 1 and rows[0]["device"] == "h100" and rows[0]["bound"] == "memory"
+    assert rows[0]["predicted_s"] == pytest.approx(34e6 / h100.memory_bw)
+    assert rows[0]["achieved_fraction"] == pytest.approx(34e6 / h100.memory_bw / 16e-6)
+    (run,) = cal.gpu_runs(rows)
+    assert run.key == "h100/gpu/fp16" and run.nominal_s == pytest.approx(rows[0]["predicted_s"])
+    eff = cal.fit([run], overhead=False)                # one memory-bound record: the fraction it reached
+    assert eff.memory == pytest.approx(rows[0]["achieved_fraction"], rel=1e-6)
