@@ -96,7 +96,9 @@ def count_costs(model: Model, result: GenerationResult, block_size: int = 16) ->
     """Replay a finished run's forward passes with counting-only ops: the FLOPs and bytes of every
     op call, by phase (the prefill pass, then decode), without disturbing the run's timing."""
     counter = CostCounter()
-    dry = Model(model.weights, Ops(model.ops.backend, counter=counter, execute=False))
+    # Costs depend only on shapes: replay on the host weights through the numpy registry, whatever
+    # backend (GPU tensors, fused C steps) ran, so every op call is counted the same way.
+    dry = Model(model.host_weights, Ops("numpy", counter=counter, execute=False))
     cache = dry.new_cache(block_size=block_size)
     tokens = result.prompt_ids + result.output_ids[len(result.prompt_ids) - 1:]
     pos = 0

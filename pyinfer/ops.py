@@ -41,6 +41,7 @@ BACKENDS = MappingProxyType({
     "c": "pyinfer.kernels.c_cpu",
     "numba": "pyinfer.kernels.numba_cpu",
     "triton": "pyinfer.kernels.triton_gpu",
+    "triton-fp16": "pyinfer.kernels.triton_gpu.fp16",
 })
 
 
@@ -122,6 +123,8 @@ class Ops:
         self.fallbacks = tuple(sorted(set(REGISTRY) - set(impls))) if backend != "numpy" else ()
         for name, spec in REGISTRY.items():
             fn = impls.get(name, spec.reference)
+            if name not in impls and not self.arrays.is_numpy and execute:
+                fn = _missing_on_device(name, backend)
             if counter is not None:
                 fn = _counted(name, fn if execute else _returns_out, spec.cost, counter)
             setattr(self, name, fn)
@@ -133,6 +136,16 @@ class Ops:
             return f"backend {self.backend}: every op native"
         return (f"backend {self.backend}: native {', '.join(self.native) or 'none'}; "
                 f"numpy reference for {', '.join(self.fallbacks)}")
+
+
+def _missing_on_device(name: str, backend: str) -> Callable:
+    """The numpy reference cannot run on a device backend's tensors: say so when it is needed."""
+    def call(*args):
+        raise NotImplementedError(
+            f"op {name} has no {backend} kernel and its numpy reference cannot take {backend} tensors; "
+            f"use a format with a {backend} kernel (e.g. int8 or int4-gG rather than W8A8/W4A8)")
+    call.__name__ = name
+    return call
 
 
 def _returns_out(out, *args):

@@ -17,6 +17,8 @@ TOLERANCES = {
     ("float32", "c"): (1e-5, 1e-5),
     ("float32", "numba"): (1e-5, 1e-5),
     ("float32", "triton"): (1e-4, 1e-4),
+    ("float16", "triton"): (2e-2, 2e-2),
+    ("bfloat16", "triton"): (6e-2, 6e-2),
 }
 
 
