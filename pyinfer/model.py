@@ -50,7 +50,13 @@ class Model:
     def __init__(self, weights: ModelWeights, ops: Ops | None = None):
         self.ops = ops if ops is not None else Ops("numpy")
         self.config = weights.config
+        self.host_weights = weights                   # numpy originals (shapes for cost accounting)
         self.weights = weights_to_backend(weights, self.ops.arrays)
+        # A backend with a native fused decode step (one call for every layer) gets its weight plan once.
+        self.decode_plan = None
+        if "decode_step" in getattr(self.ops, "native", ()) and self.ops.arrays.is_numpy:
+            from .kernels.fused_reference import make_decode_plan
+            self.decode_plan = make_decode_plan(self.weights)
 
     def new_cache(self, num_blocks: int = 0, block_size: int = 16) -> PagedKVCache:
         cache = PagedKVCache(self.config, CacheConfig(block_size=block_size, num_blocks=num_blocks))
@@ -64,6 +70,11 @@ class Model:
         T, D, H, KVH, hd = len(batch.tokens), c.dim, c.n_heads, c.n_kv_heads, c.head_dim
         if T == 0:
             raise ValueError("empty batch")
+        if self.decode_plan is not None and T == len(batch.cu_seqlens_q) - 1:   # every sequence decodes one token
+            logits = A.empty((T, c.vocab_size))                                 # (B, vocab); ids checked in C
+            ops.decode_step(logits, batch.tokens, batch.positions, batch.slot_mapping, batch.block_tables,
+                            batch.context_lens, cache.k, cache.v, self.decode_plan)
+            return A.to_numpy(logits)
         if batch.tokens.min() < 0 or batch.tokens.max() >= c.vocab_size:
             raise ValueError(f"token ids must be in [0, {c.vocab_size}), got "
                              f"[{batch.tokens.min()}, {batch.tokens.max()}]")

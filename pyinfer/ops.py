@@ -30,7 +30,17 @@ def _build_registry() -> MappingProxyType:
     names = ["embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
              "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
              "argmax", "softmax", "matmul_w8a16", "matmul_w8a8", "matmul_w4a16", "matmul_w4a8"]
-    return MappingProxyType({n: OpSpec(n, getattr(ref, n), getattr(op_costs, n)) for n in names})
+    from .kernels import fused_reference as fused
+    registry = {n: OpSpec(n, getattr(ref, n), getattr(op_costs, n)) for n in names}
+    # A whole decode step in one call; the model uses it only where a backend has it natively.
+    registry["decode_step"] = OpSpec("decode_step", fused.decode_step, fused.decode_step_cost)
+    return MappingProxyType(registry)
+
+
+# Ops that always run on host (numpy) arrays: sampling reads the logits the model returns.
+HOST_OPS = frozenset({"argmax", "softmax"})
+# Ops a model calls only when the backend has them natively, so they are never a "fallback".
+NATIVE_ONLY_OPS = frozenset({"decode_step"})
 
 
 REGISTRY = _build_registry()
@@ -120,10 +130,10 @@ class Ops:
         self.backend = backend
         self.counter = counter
         self.native = tuple(sorted(impls))
-        self.fallbacks = tuple(sorted(set(REGISTRY) - set(impls))) if backend != "numpy" else ()
+        self.fallbacks = tuple(sorted(set(REGISTRY) - set(impls) - NATIVE_ONLY_OPS)) if backend != "numpy" else ()
         for name, spec in REGISTRY.items():
             fn = impls.get(name, spec.reference)
-            if name not in impls and not self.arrays.is_numpy and execute:
+            if name not in impls and name not in HOST_OPS and not self.arrays.is_numpy and execute:
                 fn = _missing_on_device(name, backend)
             if counter is not None:
                 fn = _counted(name, fn if execute else _returns_out, spec.cost, counter)

@@ -1,0 +1,116 @@
+"""CPU kernel benchmark, in one process: first the ceilings (STREAM-style read and triad bandwidth in
+C, numpy's float32 matmul GFLOP/s), then every kernel case (numpy reference vs c vs numba when it
+loads, torch's SDPA for attention) at the issue's sizes with the napkin math (ms, GB/s, GFLOP/s, % of
+ceiling), on 1 thread and on 2 threads (2-thread figures beside ceilings measured right before and
+after), then end-to-end decode/prefill tokens/s of stories110M (random weights) in float32 and
+quantized, and stories260K's per-token time split into kernels and the rest. Medians of repeats.
+
+    python benchmarks/bench_cpu.py [--quick] [--threads 1,2]
+        -> benchmarks/results/cpu-<machine>.json and benchmarks/results/cpu.md
+
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow numpy here: when set, the script re-runs itself without
+them (recorded in the JSON). numpy's BLAS threads are set with threadpoolctl when installed, else
+through OpenBLAS's own set_num_threads."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+from common import RESULTS, machine, write_json  # noqa: E402
+from cpu_env import Threads, blas_info, ceilings, cpu_flags, median_time, numpy_matmul_gflops, scrubbed_env  # noqa: E402
+from cpu_report import markdown  # noqa: E402
+
+
+def load_backends() -> dict:
+    from pyinfer.ops import BackendUnavailable, load_backend
+    out = {}
+    for name in ("c", "numba"):
+        try:
+            out[name] = load_backend(name)
+        except BackendUnavailable as e:
+            print(f"  ({name} unavailable: {e})")
+    return out
+
+
+def run_cases(cases, ceil: dict, gflops_numpy: float, repeats: int, min_time_s: float, progress) -> list[dict]:
+    rows = []
+    for case in cases:
+        for impl, fn in case.impls.items():
+            progress(f"{case.name} {case.shape} [{impl}]")
+            t = median_time(fn, repeats, min_time_s)
+            gbs, gfl = case.bytes_moved / t / 1e9, case.flops / t / 1e9
+            pct = 100 * gbs / ceil["triad_gbs"] if case.bound == "memory" else 100 * gfl / gflops_numpy
+            rows.append({"kernel": case.name, "shape": case.shape, "impl": impl, "ms": 1e3 * t, "gbs": gbs,
+                         "gflops": gfl, "bound": case.bound, "pct_of_ceiling": pct,
+                         "ceiling": "triad" if case.bound == "memory" else "numpy f32 matmul"})
+        base = [r for r in rows if r["kernel"] == case.name and r["shape"] == case.shape]
+        ref_ms = {r["impl"]: r["ms"] for r in base}
+        for r in base:
+            for other in ("numpy", "torch sdpa"):
+                if other in ref_ms and r["impl"] != other:
+                    r[f"speedup_vs_{other.replace(' ', '_')}"] = ref_ms[other] / r["ms"]
+    return rows
+
+
+def main(argv=None, progress=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: fewer shapes and repeats, stories15M end to end")
+    p.add_argument("--threads", default="1,2", help="thread counts to measure (default 1,2)")
+    p.add_argument("--no-e2e", action="store_true", help="kernels only")
+    args = p.parse_args(argv)
+    env = scrubbed_env()
+    if env is not None and progress is None:
+        os.execve(sys.executable, [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])], env)
+    say = progress or (lambda msg: print(f"  {msg}", flush=True))
+    from pyinfer.kernels import c_cpu
+    import cpu_kernels as ck
+    from cpu_e2e import end_to_end, model_weights, small_model_split
+
+    repeats, min_time = (3, 0.05) if args.quick else (9, 0.3)
+    rng = np.random.default_rng(0)
+    backends = load_backends()
+    threads = Threads()
+    started = time.time()
+    report = {"machine": machine(), "cpu_flags": cpu_flags(), "c_isa": c_cpu.isa(),
+              "unset_env": os.environ.get("PYINFER_BENCH_UNSET", ""), "quick": args.quick, "runs": []}
+    cases = []
+    for make in (ck.gemv_cases, ck.gemm_cases, ck.attention_cases, ck.small_cases):
+        cases += make(backends, rng, args.quick)
+    preset = "stories15M" if args.quick else "stories110M"
+    formats = ["float32", "int4-g32-a8"] if args.quick else ["float32", "int8", "int8-g32", "int4-g32-a8",
+                                                             "int4-g128-a8", "int4-g32"]
+    weights = {} if args.no_e2e else model_weights(preset, formats, say)
+    for n in (int(t) for t in args.threads.split(",")):
+        threads.set(n)
+        say(f"{n} thread(s): ceilings")
+        before = ceilings(repeats=repeats)
+        gflops = numpy_matmul_gflops(repeats=max(3, repeats // 2))
+        run = {"threads": n, "blas": blas_info(), "ceilings_before": before, "numpy_matmul_gflops": gflops,
+               "kernels": run_cases(cases, before, gflops, repeats, min_time, say)}
+        run["ceilings_after"] = ceilings(repeats=repeats)
+        if not args.no_e2e:
+            run["end_to_end"] = end_to_end(preset, weights, 8 if args.quick else 32, 128, 2 if args.quick else 3, say)
+            run["small_model"] = small_model_split(32 if args.quick else 200, say)
+            run["ceilings_after_e2e"] = ceilings(repeats=repeats)
+        report["runs"].append(run)
+    report["wall_s"] = time.time() - started
+    slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
+    path = write_json(f"cpu-{slug}{'-quick' if args.quick else ''}.json", report)
+    md = markdown(report)
+    (RESULTS / ("cpu-quick.md" if args.quick else "cpu.md")).write_text(md)
+    print(md)
+    print(f"wrote {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

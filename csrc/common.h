@@ -1,0 +1,89 @@
+/* Internal helpers shared by the kernel files (not read by cffi: the public API is pyinfer_api.h).
+ *
+ * Instruction sets are chosen at run time, per call: every hot kernel has an AVX-512 (with VNNI)
+ * body, an AVX2 body and a portable scalar body, compiled with function-level target attributes so
+ * one build runs on any x86-64 (no -march=native). pyinfer_isa() says which one runs. */
+#ifndef PYINFER_COMMON_H
+#define PYINFER_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "pyinfer_api.h"
+
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AMX = 3 };
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PYINFER_X86 1
+#include <immintrin.h>
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c,bmi2")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c,bmi2")))
+#define TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,amx-tile,amx-int8")))
+#else
+#define PYINFER_X86 0
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Software prefetch distance of the streaming GEMV kernels, in bytes ahead of the current load:
+ * enough lines in flight to cover memory latency at full bandwidth (harmless past the end). */
+#define PF_BYTES 2048
+#define PREFETCH(p) __builtin_prefetch((const char *)(p) + PF_BYTES, 0, 3)
+
+/* Fewer elements of work than this run on one thread: a parallel region costs microseconds. */
+#define PAR_MIN_WORK 32768
+
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Float helpers for the scalar bodies. */
+static inline float silu_scalar(float g) { return g * (1.0f / (1.0f + expf(-g))); }
+
+/* Activation preparation for the integer kernels (quant_act.c). */
+/* x (K,) -> xq (K,) int8 and xs (K/G,) exactly as kernels/reference.py quantize_act. */
+void quantize_row_i8(int8_t *xq, float *xs, const float *x, int64_t K, int64_t G);
+/* x (K,) -> three balanced base-256 digit planes c0, c1, c2 (each (K,) int8) and exponent e with
+ * x ~= 2^-e * (c0 + 256 c1 + 65536 c2), |x| * 2^e < 2^22: 24-bit fixed point per row. */
+int split_row_digits(int8_t *c0, int8_t *c1, int8_t *c2, const float *x, int64_t K);
+
+/* W8A8 / W4A8 on AMX for prefill-sized T (matmul_q8.c); 0 when it did not run */
+int amx_int8(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+             int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits);
+
+/* W8A16 / W4A16 for prefill-sized T: float32 GEMM on panels dequantized while packing (matmul_f32.c) */
+#define DEQUANT_GEMM_MIN_T 16
+void gemm_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+                  int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits);
+
+/* Work split over threads: rows [*lo, *hi) of n for thread `tid` of `nt`, in multiples of `align`. */
+static inline void thread_range(int64_t n, int64_t align, int tid, int nt, int64_t *lo, int64_t *hi) {
+    int64_t blocks = cdiv(n, align);
+    int64_t per = blocks / nt, rem = blocks % nt;
+    int64_t b0 = tid * per + MIN(tid, rem), b1 = b0 + per + (tid < rem);
+    *lo = MIN(b0 * align, n);
+    *hi = MIN(b1 * align, n);
+}
+
+static inline int omp_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int omp_nt(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+#endif

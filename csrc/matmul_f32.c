@@ -1,0 +1,289 @@
+/* out (T, N) = x (T, K) @ w.T, w (N, K) float32 row-major (a linear weight, out_features first).
+ *
+ * Decode (T < GEMM_MIN_T): a streaming GEMV. The weight is read once, front to back, four rows at
+ * a time against x held in L1; it is memory-bound, so all that matters is keeping enough loads in
+ * flight (8 independent FMA chains) and never touching W twice.
+ * Prefill: a packed GEMM. x is packed into MR-row micro-panels ([k][MR]) once; each NR-row panel of
+ * W is packed transposed ([k][NR]) by the thread that owns it; an MR x NR register tile accumulates
+ * over all of K with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm). */
+#include "common.h"
+#include "gemm_micro.h"
+
+#define GEMM_MIN_T 4
+
+/* ---------------- GEMV ---------------- */
+#if PYINFER_X86
+TARGET_AVX512 static void gemv_avx512(float *out, const float *x, const float *w, int64_t T, int64_t n_lo,
+                                      int64_t n_hi, int64_t N, int64_t K) {
+    int64_t K32 = K & ~(int64_t)31, K16 = K & ~(int64_t)15;
+    __mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
+    int64_t n = n_lo;
+    for (; n + 4 <= n_hi; n += 4) {
+        const float *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int64_t k = 0;
+            for (; k < K32; k += 32) {
+                if (t == 0) {                              /* the weights' first pass streams from memory */
+                    PREFETCH(w0 + k); PREFETCH(w0 + k + 16); PREFETCH(w1 + k); PREFETCH(w1 + k + 16);
+                    PREFETCH(w2 + k); PREFETCH(w2 + k + 16); PREFETCH(w3 + k); PREFETCH(w3 + k + 16);
+                }
+                __m512 xa = _mm512_loadu_ps(xt + k), xb = _mm512_loadu_ps(xt + k + 16);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xa, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xa, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xa, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xa, a3);
+                b0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k + 16), xb, b0);
+                b1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k + 16), xb, b1);
+                b2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k + 16), xb, b2);
+                b3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k + 16), xb, b3);
+            }
+            if (k < K16) {
+                __m512 xa = _mm512_loadu_ps(xt + k);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xa, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xa, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + k), xa, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + k), xa, a3);
+                k += 16;
+            }
+            if (tail) {
+                __m512 xa = _mm512_maskz_loadu_ps(tail, xt + k);
+                b0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + k), xa, b0);
+                b1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + k), xa, b1);
+                b2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + k), xa, b2);
+                b3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + k), xa, b3);
+            }
+            float *o = out + t * N + n;
+            o[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, b0));
+            o[1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, b1));
+            o[2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, b2));
+            o[3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, b3));
+        }
+    }
+    for (; n < n_hi; n++) {
+        const float *wr = w + n * K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            __m512 a = _mm512_setzero_ps(), b = a;
+            int64_t k = 0;
+            for (; k < K32; k += 32) {
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(xt + k), a);
+                b = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k + 16), _mm512_loadu_ps(xt + k + 16), b);
+            }
+            for (; k < K16; k += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(xt + k), a);
+            if (tail) b = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr + k), _mm512_maskz_loadu_ps(tail, xt + k), b);
+            out[t * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+        }
+    }
+}
+
+TARGET_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TARGET_AVX2 static void gemv_avx2(float *out, const float *x, const float *w, int64_t T, int64_t n_lo,
+                                  int64_t n_hi, int64_t N, int64_t K) {
+    int64_t K8 = K & ~(int64_t)7;
+    int64_t n = n_lo;
+    for (; n + 4 <= n_hi; n += 4) {
+        const float *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = 0; k < K8; k += 8) {
+                __m256 xa = _mm256_loadu_ps(xt + k);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xa, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xa, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xa, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xa, a3);
+            }
+            float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
+            for (int64_t k = K8; k < K; k++) {
+                s0 += w0[k] * xt[k]; s1 += w1[k] * xt[k]; s2 += w2[k] * xt[k]; s3 += w3[k] * xt[k];
+            }
+            float *o = out + t * N + n;
+            o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
+        }
+    }
+    for (; n < n_hi; n++) {
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K, *wr = w + n * K;
+            __m256 a = _mm256_setzero_ps();
+            for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(wr + k), _mm256_loadu_ps(xt + k), a);
+            float s = hsum256(a);
+            for (int64_t k = K8; k < K; k++) s += wr[k] * xt[k];
+            out[t * N + n] = s;
+        }
+    }
+}
+#endif
+
+static void gemv_scalar(float *out, const float *x, const float *w, int64_t T, int64_t n_lo, int64_t n_hi,
+                        int64_t N, int64_t K) {
+    for (int64_t n = n_lo; n < n_hi; n++) {
+        const float *wr = w + n * K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            float acc[8] = {0};
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8)
+                for (int j = 0; j < 8; j++) acc[j] += wr[k + j] * xt[k + j];
+            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (; k < K; k++) s += wr[k] * xt[k];
+            out[t * N + n] = s;
+        }
+    }
+}
+
+/* ---------------- packed GEMM ---------------- */
+
+struct weight_src;
+typedef void (*pack_b_fn)(float *bp, const struct weight_src *src, int64_t N, int64_t n0, int64_t K, int64_t k0,
+                          int64_t kc, int NR);
+/* where gemm's B panels come from: float32 weights, or quantized ones dequantized while packing */
+typedef struct weight_src {
+    pack_b_fn pack;
+    const void *w;
+    const float *scales;
+    const uint8_t *zeros;
+    int64_t group_size;
+} weight_src_t;
+
+#define KC 256          /* K per packed block: a B micro-panel (KC x NR) stays in L1 */
+
+/* x rows [t0, t0 + MR), columns [k0, k0 + kc) -> ap (kc, MR), zero rows past T */
+static void pack_a(float *ap, const float *x, int64_t T, int64_t t0, int64_t K, int64_t k0, int64_t kc, int MR) {
+    for (int r = 0; r < MR; r++) {
+        int64_t t = t0 + r;
+        if (t < T) for (int64_t k = 0; k < kc; k++) ap[k * MR + r] = x[t * K + k0 + k];
+        else for (int64_t k = 0; k < kc; k++) ap[k * MR + r] = 0.0f;
+    }
+}
+
+/* w rows [n0, n0 + NR), columns [k0, k0 + kc) -> bp (kc, NR), zero rows past N */
+static void pack_b(float *bp, const float *w, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc, int NR) {
+    for (int c = 0; c < NR; c++) {
+        int64_t n = n0 + c;
+        if (n < N) for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = w[n * K + k0 + k];
+        else for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = 0.0f;
+    }
+}
+
+/* tile (MR, NR) -> out rows t0.., cols n0.., clipped to (T, N); added to what is there unless first */
+static void store_tile(float *out, const float *tile, int64_t T, int64_t N, int64_t t0, int64_t n0, int MR, int NR,
+                       int first) {
+    for (int r = 0; r < MR && t0 + r < T; r++) {
+        float *o = out + (t0 + r) * N + n0;
+        const float *src = tile + r * NR;
+        int cols = (int)MIN(NR, N - n0);
+        if (first) memcpy(o, src, (size_t)cols * sizeof(float));
+        else for (int c = 0; c < cols; c++) o[c] += src[c];
+    }
+}
+
+/* the float32 weight itself as the B source of gemm_packed */
+static void pack_b_f32(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
+                       int NR) {
+    pack_b(bp, src->w, N, n0, K, k0, kc, NR);
+}
+
+/* int8 weights times per-channel scales (W8A16) */
+static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
+                      int NR) {
+    for (int c = 0; c < NR; c++) {
+        int64_t n = n0 + c;
+        const int8_t *q = (const int8_t *)src->w + n * K + k0;
+        float s = n < N ? src->scales[n] : 0.0f;
+        for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = n < N ? (float)q[k] * s : 0.0f;
+    }
+}
+
+/* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes */
+static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
+                      int NR) {
+    int64_t G = src->group_size, half = G / 2, ng = K / G;
+    for (int c = 0; c < NR; c++) {
+        int64_t n = n0 + c;
+        if (n >= N) {
+            for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = 0.0f;
+            continue;
+        }
+        const uint8_t *q = (const uint8_t *)src->w + n * (K / 2);
+        for (int64_t k = k0; k < k0 + kc; k++) {
+            int64_t g = k / G, j = k - g * G;
+            uint8_t b = q[g * half + (j < half ? j : j - half)];
+            float u = (float)(j < half ? (b & 15) : (b >> 4));
+            float z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
+            bp[(k - k0) * NR + c] = (u - z) * src->scales[n * ng + g];
+        }
+    }
+}
+
+static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T, int64_t N, int64_t K, int isa) {
+    int MR, NR;
+    micro_fn micro = pick_micro(isa, &MR, &NR);
+    int64_t t_blocks = cdiv(T, MR), n_panels = cdiv(N, NR);
+    float *ap = malloc((size_t)(t_blocks * MR * KC) * sizeof(float));    /* (t_blocks, KC, MR) */
+    if (!ap) return;
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        float *bp = malloc((size_t)(NR * KC) * sizeof(float));           /* (KC, NR) */
+        float tile[12 * 32];
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            int64_t kc = MIN(KC, K - k0);
+#pragma omp for schedule(static)
+            for (int64_t tb = 0; tb < t_blocks; tb++) pack_a(ap + tb * MR * kc, x, T, tb * MR, K, k0, kc, MR);
+#pragma omp for schedule(static)
+            for (int64_t p = 0; p < n_panels; p++) {
+                if (!bp) continue;
+                src->pack(bp, src, N, p * NR, K, k0, kc, NR);
+                for (int64_t tb = 0; tb < t_blocks; tb++) {
+                    if ((tb + 1) * MR <= T && (p + 1) * NR <= N) {     /* a whole tile: straight into out */
+                        micro(out + tb * MR * N + p * NR, N, k0 > 0, ap + tb * MR * kc, MR, bp, NR, kc);
+                        continue;
+                    }
+                    micro(tile, NR, 0, ap + tb * MR * kc, MR, bp, NR, kc);
+                    store_tile(out, tile, T, N, tb * MR, p * NR, MR, NR, k0 == 0);
+                }
+            }
+        }
+        free(bp);
+    }
+    free(ap);
+}
+
+void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K) {
+    if (T <= 0 || N <= 0) return;
+    if (K <= 0) {
+        memset(out, 0, (size_t)(T * N) * sizeof(float));
+        return;
+    }
+    int isa = pyinfer_isa();
+    if (T >= GEMM_MIN_T) {
+        weight_src_t src = {pack_b_f32, w, NULL, NULL, 0};
+        gemm(out, x, &src, T, N, K, isa);
+        return;
+    }
+#pragma omp parallel if (N * K >= 4 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+#if PYINFER_X86
+        if (isa >= ISA_AVX512) gemv_avx512(out, x, w, T, lo, hi, N, K);
+        else if (isa >= ISA_AVX2) gemv_avx2(out, x, w, T, lo, hi, N, K);
+        else
+#endif
+            gemv_scalar(out, x, w, T, lo, hi, N, K);
+    }
+}
+
+/* W8A16 / W4A16 for prefill-sized T: the float32 GEMM on weights dequantized panel by panel */
+void gemm_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+                  int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
+    weight_src_t src = {weight_bits == 8 ? pack_b_w8 : pack_b_w4, w, scales, zeros, G};
+    gemm(out, x, &src, T, N, K, pyinfer_isa());
+}

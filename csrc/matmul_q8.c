@@ -1,0 +1,336 @@
+/* Int8 weight matmuls: out (T, N) = x (T, K) @ W.T with W stored int8 (formats in pyinfer/quant.py).
+ *
+ * W8A16 (per-channel scales s (N,)): out[t, n] = s[n] * sum_k x[t, k] q[n, k] with x kept float-exact:
+ *   x is cut into three base-256 digit planes (quant_act.c), and each plane's dot product with the
+ *   weights runs on VNNI as sum (q + 128) c - 128 sum c (vpdpbusd multiplies u8 by s8; q ^ 0x80 is
+ *   q + 128 as an unsigned byte). Three vpdpbusd per 64 weights: far below the memory wall.
+ * W8A8 (per-group scales s (N, K/G), activations to int8 per group at run time):
+ *   out[t, n] = sum_g xs[t, g] s[n, g] sum_{k in g} xq[t, k] q[n, k], the integer dots on VNNI with the
+ *   same offset trick; the -128 sum xq correction is folded into each accumulator's starting value. */
+#include "common.h"
+#include "amx.h"
+
+/* ---------------- W8A16 ---------------- */
+
+/* the weight side is q ^ 0x80; per token: digit planes (3, K), e, plane sums (3,) */
+typedef struct {
+    int8_t *c;          /* (3, K) */
+    int64_t sums[3];
+    int e;
+} digits_t;
+
+#if PYINFER_X86
+TARGET_AVX512 static void w8a16_rows_avx512(float *out, const digits_t *dg, const int8_t *qw, const float *scales,
+                                            int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int64_t n = n_lo; n < n_hi; n += 2) {
+        int rows = n + 1 < n_hi ? 2 : 1;
+        const int8_t *q0 = qw + n * K, *q1 = rows == 2 ? q0 + K : q0;
+        for (int64_t t = 0; t < T; t++) {
+            const digits_t *d = dg + t;
+            if (d->e == INT32_MIN) continue;                 /* non-finite x: done in float below */
+            const int8_t *c0 = d->c, *c1 = c0 + K, *c2 = c1 + K;
+            int64_t tot[2][3] = {{0}};
+            for (int64_t k0 = 0; k0 < K; k0 += 8192) {           /* int32 lanes never overflow */
+                int64_t k1 = MIN(K, k0 + 8192);
+                __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+                int64_t k = k0;
+                for (; k + 64 <= k1; k += 64) {
+                    PREFETCH(q0 + k);
+                    PREFETCH(q1 + k);
+                    __m512i d0 = _mm512_loadu_si512(c0 + k), d1 = _mm512_loadu_si512(c1 + k);
+                    __m512i d2 = _mm512_loadu_si512(c2 + k);
+                    __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(q0 + k), flip);
+                    __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512(q1 + k), flip);
+                    a00 = _mm512_dpbusd_epi32(a00, w0, d0);
+                    a01 = _mm512_dpbusd_epi32(a01, w0, d1);
+                    a02 = _mm512_dpbusd_epi32(a02, w0, d2);
+                    a10 = _mm512_dpbusd_epi32(a10, w1, d0);
+                    a11 = _mm512_dpbusd_epi32(a11, w1, d1);
+                    a12 = _mm512_dpbusd_epi32(a12, w1, d2);
+                }
+                if (k < k1) {
+                    __mmask64 m = ((__mmask64)1 << (k1 - k)) - 1;
+                    __m512i d0 = _mm512_maskz_loadu_epi8(m, c0 + k), d1 = _mm512_maskz_loadu_epi8(m, c1 + k);
+                    __m512i d2 = _mm512_maskz_loadu_epi8(m, c2 + k);
+                    __m512i w0 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q0 + k), flip);
+                    __m512i w1 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q1 + k), flip);
+                    a00 = _mm512_dpbusd_epi32(a00, w0, d0);
+                    a01 = _mm512_dpbusd_epi32(a01, w0, d1);
+                    a02 = _mm512_dpbusd_epi32(a02, w0, d2);
+                    a10 = _mm512_dpbusd_epi32(a10, w1, d0);
+                    a11 = _mm512_dpbusd_epi32(a11, w1, d1);
+                    a12 = _mm512_dpbusd_epi32(a12, w1, d2);
+                }
+                tot[0][0] += _mm512_reduce_add_epi32(a00); tot[0][1] += _mm512_reduce_add_epi32(a01);
+                tot[0][2] += _mm512_reduce_add_epi32(a02); tot[1][0] += _mm512_reduce_add_epi32(a10);
+                tot[1][1] += _mm512_reduce_add_epi32(a11); tot[1][2] += _mm512_reduce_add_epi32(a12);
+            }
+            for (int r = 0; r < rows; r++) {
+                double dot = (double)(tot[r][0] - 128 * d->sums[0]) + 256.0 * (double)(tot[r][1] - 128 * d->sums[1]) +
+                             65536.0 * (double)(tot[r][2] - 128 * d->sums[2]);
+                out[t * N + n + r] = (float)ldexp(dot, -d->e) * scales[n + r];
+            }
+        }
+    }
+}
+
+TARGET_AVX2 static void w8a16_rows_avx2(float *out, const float *x, const int8_t *qw, const float *scales,
+                                        int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K) {
+    int64_t K8 = K & ~(int64_t)7;
+    for (int64_t n = n_lo; n < n_hi; n++) {
+        const int8_t *q = qw + n * K;
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * K;
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t k = 0; k < K8; k += 8) {
+                __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + k))));
+                acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(xt + k), acc);
+            }
+            float lanes[8], s = 0.0f;
+            _mm256_storeu_ps(lanes, acc);
+            for (int j = 0; j < 8; j++) s += lanes[j];
+            for (int64_t k = K8; k < K; k++) s += xt[k] * (float)q[k];
+            out[t * N + n] = s * scales[n];
+        }
+    }
+}
+#endif
+
+static float w8a16_dot_float(const float *x, const int8_t *q, int64_t K) {
+    float acc[8] = {0};
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[k + j] * (float)q[k + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < K; k++) s += x[k] * (float)q[k];
+    return s;
+}
+
+void matmul_w8a16(float *out, const float *x, const int8_t *qweight, const float *scales,
+                  int64_t T, int64_t N, int64_t K) {
+    if (T <= 0 || N <= 0) return;
+    if (T >= DEQUANT_GEMM_MIN_T && K > 0) {
+        gemm_dequant(out, x, qweight, scales, NULL, T, N, K, 0, 8);
+        return;
+    }
+    int isa = pyinfer_isa();
+    digits_t *dg = NULL;
+    int8_t *planes = NULL;
+#if PYINFER_X86
+    if (isa >= ISA_AVX512 && K > 0) {
+        dg = malloc((size_t)T * sizeof *dg);
+        planes = malloc((size_t)(3 * T * K));
+        if (!dg || !planes) { free(dg); free(planes); dg = NULL; planes = NULL; }
+        for (int64_t t = 0; dg && t < T; t++) {
+            digits_t *d = dg + t;
+            d->c = planes + 3 * t * K;
+            d->e = split_row_digits(d->c, d->c + K, d->c + 2 * K, x + t * K, K);
+            for (int j = 0; j < 3; j++) {
+                int64_t s = 0;
+                for (int64_t k = 0; k < K; k++) s += d->c[j * K + k];
+                d->sums[j] = s;
+            }
+        }
+    }
+#endif
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+#if PYINFER_X86
+        if (dg) {
+            w8a16_rows_avx512(out, dg, qweight, scales, T, lo, hi, N, K);
+            for (int64_t t = 0; t < T; t++)          /* rows the digit split could not hold */
+                if (dg[t].e == INT32_MIN)
+                    for (int64_t n = lo; n < hi; n++)
+                        out[t * N + n] = w8a16_dot_float(x + t * K, qweight + n * K, K) * scales[n];
+        } else if (isa >= ISA_AVX2) {
+            w8a16_rows_avx2(out, x, qweight, scales, T, lo, hi, N, K);
+        } else
+#endif
+        {
+            for (int64_t n = lo; n < hi; n++)
+                for (int64_t t = 0; t < T; t++)
+                    out[t * N + n] = w8a16_dot_float(x + t * K, qweight + n * K, K) * scales[n];
+        }
+    }
+    free(dg);
+    free(planes);
+}
+
+/* ---------------- W8A8 ---------------- */
+
+/* Per token: xq (K,), xs (K/G,), and for VNNI the starting value of each scale block's accumulator:
+ * init (n_blocks, 16) = -128 * (sum of the 4 xq bytes each int32 lane multiplies). A scale block is
+ * one 64-byte chunk holding two groups when G = 32, else one group of G/64 chunks. */
+typedef struct {
+    int8_t *xq;
+    float *xs;
+    int32_t *init;
+} act8_t;
+
+static int64_t w8a8_blocks(int64_t K, int64_t G) { return G == 32 ? cdiv(K, 64) : K / G; }
+
+static void w8a8_init(int32_t *init, const int8_t *xq, int64_t K, int64_t G) {
+    int64_t nb = w8a8_blocks(K, G), per = G == 32 ? 1 : G / 64;      /* 64-byte chunks per block */
+    memset(init, 0, (size_t)(nb * 16) * sizeof(int32_t));
+    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        int32_t *dst = init + (k0 / 64 / per) * 16;
+        for (int64_t k = k0; k < MIN(K, k0 + 64); k++) dst[(k - k0) >> 2] -= 128 * xq[k];
+    }
+}
+
+#if PYINFER_X86
+TARGET_AVX512 static void w8a8_rows_avx512(float *out, const act8_t *act, const int8_t *qw, const float *scales,
+                                           int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K, int64_t G) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    int64_t ng = K / G;
+    for (int64_t n = n_lo; n < n_hi; n++) {
+        const int8_t *q = qw + n * K;
+        const float *ws = scales + n * ng;
+        for (int64_t t = 0; t < T; t++) {
+            const act8_t *a = act + t;
+            __m512 f0 = _mm512_setzero_ps(), f1 = f0;
+            if (G == 32) {
+                int64_t b = 0;
+                for (; b + 4 <= ng; b += 4) {          /* two 64-byte chunks, two groups each */
+                    PREFETCH(q + b * 32);
+                    PREFETCH(q + b * 32 + 64);
+                    __m512i c0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(a->init + (b / 2) * 16),
+                                                     _mm512_xor_si512(_mm512_loadu_si512(q + b * 32), flip),
+                                                     _mm512_loadu_si512(a->xq + b * 32));
+                    __m512i c1 = _mm512_dpbusd_epi32(_mm512_loadu_si512(a->init + (b / 2) * 16 + 16),
+                                                     _mm512_xor_si512(_mm512_loadu_si512(q + b * 32 + 64), flip),
+                                                     _mm512_loadu_si512(a->xq + b * 32 + 64));
+                    __m128 s0 = _mm_mul_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(ws + b))),
+                                           _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(a->xs + b))));
+                    __m128 s1 = _mm_mul_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(ws + b + 2))),
+                                           _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(a->xs + b + 2))));
+                    f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s0)), f0);
+                    f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s1)), f1);
+                }
+                for (; b < ng; b += 2) {
+                    int two = b + 1 < ng;
+                    __mmask64 m = two ? ~(__mmask64)0 : 0xFFFFFFFFull;
+                    __m512i acc = _mm512_loadu_si512(a->init + (b / 2) * 16);
+                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q + b * 32), flip),
+                                              _mm512_maskz_loadu_epi8(m, a->xq + b * 32));
+                    __mmask8 m2 = two ? 3 : 1;
+                    __m128 s2 = _mm_mul_ps(_mm_maskz_loadu_ps(m2, ws + b), _mm_maskz_loadu_ps(m2, a->xs + b));
+                    f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s2)), f0);
+                }
+            } else {
+                for (int64_t g = 0; g < ng; g++) {
+                    __m512i acc = _mm512_loadu_si512(a->init + g * 16);
+                    for (int64_t k = g * G; k < (g + 1) * G; k += 64) {
+                        PREFETCH(q + k);
+                        acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(q + k), flip),
+                                                  _mm512_loadu_si512(a->xq + k));
+                    }
+                    __m512 sv = _mm512_set1_ps(ws[g] * a->xs[g]);
+                    if (g & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f1);
+                    else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f0);
+                }
+            }
+            out[t * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
+        }
+    }
+}
+
+/* AVX2 has no VNNI: llama.cpp's sign trick, |xq| (u8) times q with xq's sign, on vpmaddubsw. */
+TARGET_AVX2 static void w8a8_rows_avx2(float *out, const act8_t *act, const int8_t *qw, const float *scales,
+                                       int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K, int64_t G) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t ng = K / G;
+    for (int64_t n = n_lo; n < n_hi; n++) {
+        const int8_t *q = qw + n * K;
+        for (int64_t t = 0; t < T; t++) {
+            const act8_t *a = act + t;
+            __m256 f = _mm256_setzero_ps();
+            for (int64_t g = 0; g < ng; g++) {
+                __m256i acc = _mm256_setzero_si256();
+                for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(a->xq + k));
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k));
+                    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+                }
+                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(scales[n * ng + g] * a->xs[g]), f);
+            }
+            float lanes[8], s = 0.0f;
+            _mm256_storeu_ps(lanes, f);
+            for (int j = 0; j < 8; j++) s += lanes[j];
+            out[t * N + n] = s;
+        }
+    }
+}
+#endif
+
+static void w8a8_rows_scalar(float *out, const act8_t *act, const int8_t *qw, const float *scales,
+                             int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K, int64_t G) {
+    int64_t ng = K / G;
+    for (int64_t n = n_lo; n < n_hi; n++) {
+        const int8_t *q = qw + n * K;
+        for (int64_t t = 0; t < T; t++) {
+            float s = 0.0f;
+            for (int64_t g = 0; g < ng; g++) {
+                int32_t dot = 0;
+                for (int64_t k = g * G; k < (g + 1) * G; k++) dot += (int32_t)act[t].xq[k] * (int32_t)q[k];
+                s += (float)dot * (scales[n * ng + g] * act[t].xs[g]);
+            }
+            out[t * N + n] = s;
+        }
+    }
+}
+
+/* the AMX path: activations quantized into 16-row padded blocks, then amx.c */
+int amx_int8(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+             int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
+    int64_t T_pad = cdiv(T, 32) * 32, ng = K / G;
+    int8_t *xq = calloc((size_t)(T_pad * K), 1);
+    float *xs = calloc((size_t)(T_pad * ng), sizeof(float));
+    int ran = 0;
+    if (xq && xs) {
+        for (int64_t t = 0; t < T; t++) quantize_row_i8(xq + t * K, xs + t * ng, x + t * K, K, G);
+        ran = amx_matmul_i8(out, xq, xs, w, scales, zeros, T, T_pad, N, K, G, weight_bits);
+    }
+    free(xq);
+    free(xs);
+    return ran;
+}
+
+void matmul_w8a8(float *out, const float *x, const int8_t *qweight, const float *scales,
+                 int64_t T, int64_t N, int64_t K, int64_t G) {
+    if (T <= 0 || N <= 0 || G <= 0 || K % G) return;
+    int isa = pyinfer_isa();
+    if (T >= AMX_MIN_T && isa >= ISA_AMX && G % 32 == 0 && amx_int8(out, x, qweight, scales, NULL, T, N, K, G, 8))
+        return;
+    int simd = PYINFER_X86 && G % 32 == 0 && isa >= ISA_AVX2;
+    int vnni = simd && isa >= ISA_AVX512 && (G == 32 || G % 64 == 0);
+    int64_t nb = w8a8_blocks(K, G);
+    act8_t *act = malloc((size_t)T * sizeof *act);
+    int8_t *xq = malloc((size_t)(T * K) + 1);
+    float *xs = malloc((size_t)(T * (K / G)) * sizeof(float) + 1);
+    int32_t *init = vnni ? malloc((size_t)(T * nb * 16) * sizeof(int32_t) + 1) : NULL;
+    if (!act || !xq || !xs || (vnni && !init)) goto done;
+    for (int64_t t = 0; t < T; t++) {
+        act[t] = (act8_t){xq + t * K, xs + t * (K / G), vnni ? init + t * nb * 16 : NULL};
+        quantize_row_i8(act[t].xq, act[t].xs, x + t * K, K, G);
+        if (vnni) w8a8_init(act[t].init, act[t].xq, K, G);
+    }
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+#if PYINFER_X86
+        if (vnni) w8a8_rows_avx512(out, act, qweight, scales, T, lo, hi, N, K, G);
+        else if (simd) w8a8_rows_avx2(out, act, qweight, scales, T, lo, hi, N, K, G);
+        else
+#endif
+            w8a8_rows_scalar(out, act, qweight, scales, T, lo, hi, N, K, G);
+    }
+done:
+    free(act); free(xq); free(xs); free(init);
+}

@@ -1,0 +1,54 @@
+/* Portable SIMD math on GCC vector types: written once, compiled per instruction set by inlining
+ * into functions with target attributes (16 floats are one zmm, two ymm or four xmm registers). */
+#ifndef PYINFER_VECMATH_H
+#define PYINFER_VECMATH_H
+#include <stdint.h>
+#include <string.h>
+
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+#define VINLINE static inline __attribute__((always_inline))
+
+VINLINE v16f v16f_splat(float a) { return (v16f){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+VINLINE v16f v16f_load(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
+VINLINE void v16f_store(float *p, v16f v) { memcpy(p, &v, sizeof v); }
+VINLINE v16f v16f_select(v16i mask, v16f a, v16f b) { return (v16f)((mask & (v16i)a) | (~mask & (v16i)b)); }
+VINLINE v16f v16f_max(v16f a, v16f b) { return v16f_select(a > b, a, b); }
+VINLINE v16f v16f_min(v16f a, v16f b) { return v16f_select(a < b, a, b); }
+VINLINE float v16f_hsum(v16f v) {        /* a shuffle tree: 4 shuffles and adds */
+    v += __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v += __builtin_shuffle(v, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (v16i){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+    v += __builtin_shuffle(v, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+    return v[0];
+}
+VINLINE float v16f_hmax(v16f v) {
+    float m = v[0];
+    for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* exp(x) for float32, relative error ~2 ulp on [-87, 88]; below -87 gives ~0, above 88 is clamped.
+ * Cody-Waite range reduction x = n ln2 + r, degree-6 polynomial, scale by 2^n through the exponent. */
+VINLINE v16f v16f_exp(v16f x) {
+    x = v16f_min(v16f_max(x, v16f_splat(-87.3f)), v16f_splat(88.3f));
+    const v16f magic = v16f_splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
+    v16f t = x * v16f_splat(1.44269504088896341f) + magic;
+    v16f n = t - magic;
+    v16f r = x - n * v16f_splat(0.693359375f);
+    r = r - n * v16f_splat(-2.12194440e-4f);
+    v16f p = v16f_splat(1.9875691500e-4f);
+    p = p * r + v16f_splat(1.3981999507e-3f);
+    p = p * r + v16f_splat(8.3334519073e-3f);
+    p = p * r + v16f_splat(4.1665795894e-2f);
+    p = p * r + v16f_splat(1.6666665459e-1f);
+    p = p * r + v16f_splat(5.0000001201e-1f);
+    p = p * (r * r) + r + v16f_splat(1.0f);
+    v16i ni = __builtin_convertvector(n, v16i);
+    v16i bits = (ni + 127) << 23;
+    v16f scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+#endif

@@ -1,0 +1,92 @@
+"""The C attention kernels against the reference: flash prefill (tiles of 128 keys, GQA, causal
+bottom-right), varlen paged prefill, and split-K paged decode (log-sum-exp combine), every body."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyinfer.kernels import c_cpu
+from pyinfer.kernels import reference as ref
+from tests.c_support import c, isa  # noqa: F401 - fixtures
+from tests.conftest import poisoned
+
+ATOL = RTOL = 2e-5     # outputs are convex combinations of V rows of magnitude ~1
+
+
+@pytest.mark.parametrize("T,S,H,KVH,hd", [(1, 1, 1, 1, 2), (3, 7, 4, 2, 8), (17, 40, 6, 2, 64), (130, 130, 4, 1, 64),
+                                          (33, 300, 8, 8, 80), (1, 257, 4, 4, 128), (129, 129, 2, 2, 16)])
+def test_attention_prefill_matches_reference(c, isa, rng, T, S, H, KVH, hd):
+    q = rng.standard_normal((T, H, hd)).astype(np.float32)
+    k, v = (rng.standard_normal((S, KVH, hd)).astype(np.float32) for _ in range(2))
+    scale = 1 / np.sqrt(hd)
+    got = c["attention_prefill"](poisoned(q.shape), q, k, v, scale)
+    np.testing.assert_allclose(got, ref.attention_prefill(poisoned(q.shape), q, k, v, scale), rtol=RTOL, atol=ATOL)
+
+
+def test_attention_prefill_rejects_bad_arguments(c):
+    q, k = np.ones((3, 4, 8), np.float32), np.ones((2, 2, 8), np.float32)
+    with pytest.raises(ValueError, match="3 queries but only 2 keys"):
+        c["attention_prefill"](poisoned(q.shape), q, k, k, 1.0)
+    with pytest.raises(ValueError, match="n_heads=4 is not a multiple of n_kv_heads=3"):
+        c["attention_prefill"](poisoned(q.shape), q, np.ones((5, 3, 8), np.float32), np.ones((5, 3, 8), np.float32), 1.0)
+
+
+def paged_setup(rng, context_lens, block_size, KVH, hd, spare=3):
+    """A cache with random K/V and each sequence's blocks scattered at random."""
+    need = [-(-n // block_size) for n in context_lens]
+    num_blocks = sum(need) + spare
+    kc, vc = (rng.standard_normal((num_blocks, block_size, KVH, hd)).astype(np.float32) for _ in range(2))
+    ids = rng.permutation(num_blocks)
+    tables = np.zeros((len(context_lens), max(need) + 1), np.int32)
+    at = 0
+    for b, n in enumerate(need):
+        tables[b, :n] = ids[at:at + n]
+        at += n
+    return kc, vc, tables, np.array(context_lens, np.int32)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16])
+@pytest.mark.parametrize("H,KVH,hd", [(4, 2, 16), (6, 6, 64)])
+def test_paged_prefill_matches_reference(c, isa, rng, block_size, H, KVH, hd):
+    q_lens = [3, 0, 1, 20, 7]
+    context_lens = [3, 9, 5, 20, 40]                  # chunked: some queries come after cached tokens
+    kc, vc, tables, lens = paged_setup(rng, context_lens, block_size, KVH, hd)
+    cu = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int64)
+    q = rng.standard_normal((cu[-1], H, hd)).astype(np.float32)
+    args = (q, kc, vc, tables, cu, lens, 0.3)
+    got = c["paged_prefill_attention"](poisoned(q.shape), *args)
+    np.testing.assert_allclose(got, ref.paged_prefill_attention(poisoned(q.shape), *args), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("block_size,context_lens", [(16, [1, 17, 16, 700]), (1, [3]), (7, [1300]), (16, [4096])])
+@pytest.mark.parametrize("H,KVH,hd", [(4, 1, 64), (8, 8, 128), (3, 3, 6)])
+def test_paged_decode_matches_reference(c, isa, rng, threads, block_size, context_lens, H, KVH, hd):
+    kc, vc, tables, lens = paged_setup(rng, context_lens, block_size, KVH, hd)
+    q = rng.standard_normal((len(context_lens), H, hd)).astype(np.float32)
+    before = c_cpu.num_threads()
+    c_cpu.set_num_threads(threads)                    # one thread: no split; two: split-K over the context
+    try:
+        got = c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, lens, 1 / np.sqrt(hd))
+    finally:
+        c_cpu.set_num_threads(before)
+    want = ref.paged_decode_attention(poisoned(q.shape), q, kc, vc, tables, lens, 1 / np.sqrt(hd))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_paged_attention_refuses_bad_metadata(c, rng):
+    kc, vc, tables, lens = paged_setup(rng, [5, 9], 4, 2, 8, spare=0)
+    q = np.ones((2, 4, 8), np.float32)
+    bad = tables.copy()
+    bad[1, 0] = kc.shape[0]
+    with pytest.raises(ValueError, match=rf"block_tables\[1\] holds block id {kc.shape[0]} outside"):
+        c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, bad, lens, 1.0)
+    with pytest.raises(ValueError, match=r"context_lens\[0\]=0 must be >= 1"):
+        c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, np.array([0, 9]), 1.0)
+    with pytest.raises(ValueError, match=r"context_lens\[1\]=17 exceeds"):
+        c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, np.array([5, 17]), 1.0)
+    cu = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        c["paged_prefill_attention"](poisoned(q.shape), q, kc, vc, tables, np.array([0, 3, 2]), lens, 1.0)
+    with pytest.raises(ValueError, match="block_tables must hold integers"):
+        c["paged_prefill_attention"](poisoned(q.shape), q, kc, vc, tables.astype(float), cu, lens, 1.0)
