@@ -93,6 +93,8 @@ def attention_prefill(out, q, k, v, scale):
     S, KVH, _ = k.shape
     if T > S:
         raise ValueError(f"attention_prefill: {T} queries but only {S} keys (queries are the last T positions)")
+    if T == 0:
+        return out
     group = H // KVH
     kh = np.repeat(k.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
     vh = np.repeat(v.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
@@ -200,7 +202,7 @@ def quantize_act(xq, xs, x, group_size):
     """Dynamic symmetric int8 quantization of activations per group of G along K.
     xq: (T, K) int8 out; xs: (T, K/G) float32 out; x: (T, K) float32. x ~= xq * xs."""
     T, K = x.shape
-    g = x.reshape(T, -1, group_size)                                  # (T, G, g)
+    g = x.reshape(T, K // group_size, group_size)                     # (T, G, g)
     s = np.abs(g).max(axis=2) / np.float32(127)                       # (T, G)
     safe = np.where(s == 0, np.float32(1), s)
     xq[...] = np.rint(g / safe[:, :, None]).reshape(T, K)
@@ -211,7 +213,7 @@ def quantize_act(xq, xs, x, group_size):
 def _int_group_dots(xq, w_int, group_size):
     """int32 (T, N, G): per-group integer dot products of xq (T, K) int8 and w_int (N, K) integers."""
     T, K = xq.shape
-    a = xq.astype(np.int32).reshape(T, -1, group_size)               # (T, G, g)
+    a = xq.astype(np.int32).reshape(T, K // group_size, group_size)  # (T, G, g)
     b = w_int.astype(np.int32).reshape(w_int.shape[0], -1, group_size)   # (N, G, g)
     return np.einsum("tgk,ngk->tng", a, b)
 

@@ -1,19 +1,35 @@
-"""Paged KV cache: a BlockManager (free list, reference counts) and the block pool it manages.
+"""Paged KV cache: a BlockManager (free list, reference counts, prefix hashes) and the block pool it manages.
 
 K and V of every layer live in one pool of fixed-size blocks, shape
 (n_layers, num_blocks, block_size, n_kv_heads, head_dim). A sequence owns a block table (the
 block ids holding its tokens in order); token at position p lives in slot
 block_table[p // block_size] * block_size + p % block_size. Attention reads and writes only
 through block tables and slot mappings, which are passed to the kernels as arguments.
+
+Prefix caching (``enable_prefix_caching=True``): every full block is named by a chained hash,
+hash(parent block's hash, this block's token ids), so equal hashes mean equal prefixes. A new
+sequence whose prompt starts with cached full blocks shares them by reference count instead of
+recomputing them. A block nobody references keeps its hash and waits on an LRU list; it is
+evicted (its hash forgotten) only when a fresh block is needed and the plain free list is empty.
+A block written while another sequence still references it (a forked sequence's shared partial
+last block, say) is copied first: copy-on-write.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import CacheConfig, ModelConfig
+
+_ROOT_HASH = 0x9E3779B97F4A7C15     # parent hash of a sequence's first block
+
+
+def block_hash(parent: int, tokens) -> int:
+    """Chained hash of a full block: equal hashes mean equal token prefixes (up to collisions,
+    which the cache guards against by also comparing the block's tokens and parent)."""
+    return hash((parent, tuple(int(t) for t in tokens)))
 
 
 class KVCacheFullError(RuntimeError):
@@ -21,7 +37,11 @@ class KVCacheFullError(RuntimeError):
 
 
 class BlockManager:
-    """Fixed-size blocks handed out from a free list and shared by reference count."""
+    """Fixed-size blocks handed out from a free list and shared by reference count.
+
+    Free blocks sit in two places: ``free_ids`` (holding nothing worth keeping) and ``cached_free``
+    (holding a full block registered under a prefix hash, least recently released first).
+    ``allocate`` drains ``free_ids`` first and evicts from ``cached_free`` only when it is empty."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if not 1 <= block_size <= 256:
@@ -31,36 +51,81 @@ class BlockManager:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.free_ids: deque[int] = deque(range(num_blocks))
-        self.ref_counts = np.zeros(num_blocks, dtype=np.int32)   # (num_blocks,)
+        self.cached_free: OrderedDict[int, None] = OrderedDict()   # LRU order, oldest first
+        self.ref_counts = np.zeros(num_blocks, dtype=np.int32)     # (num_blocks,)
+        self.hash_of: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # block -> (hash, parent, tokens)
+        self.block_of: dict[int, int] = {}                          # hash -> block
+        self.num_allocated = 0      # fresh blocks handed out, ever
+        self.num_evicted = 0        # cached blocks whose prefix was forgotten to make room
 
     @property
     def num_free(self) -> int:
-        return len(self.free_ids)
+        return len(self.free_ids) + len(self.cached_free)
+
+    @property
+    def num_cached(self) -> int:
+        return len(self.block_of)
 
     def allocate(self, n: int) -> list[int]:
         """n fresh blocks with reference count 1, or KVCacheFullError leaving the pool unchanged."""
-        if n > len(self.free_ids):
+        if n > self.num_free:
             raise KVCacheFullError(
-                f"KV cache out of blocks: need {n} more, {len(self.free_ids)} of {self.num_blocks} free "
+                f"KV cache out of blocks: need {n} more, {self.num_free} of {self.num_blocks} free "
                 f"(block_size {self.block_size}); give the cache more blocks or run fewer/shorter sequences")
-        ids = [self.free_ids.popleft() for _ in range(n)]
+        ids = []
+        for _ in range(n):
+            if self.free_ids:
+                b = self.free_ids.popleft()
+            else:
+                b, _ = self.cached_free.popitem(last=False)      # evict the least recently released
+                self.unregister(b)
+                self.num_evicted += 1
+            ids.append(b)
         self.ref_counts[ids] = 1
+        self.num_allocated += n
         return ids
 
     def share(self, block_id: int) -> None:
-        """One more owner for an allocated block (prefix sharing)."""
+        """One more owner for a block: an allocated one, or a cached free one brought back."""
         if self.ref_counts[block_id] < 1:
-            raise ValueError(f"block {block_id} is not allocated")
+            if block_id not in self.cached_free:
+                raise ValueError(f"block {block_id} is not allocated")
+            del self.cached_free[block_id]
         self.ref_counts[block_id] += 1
 
     def release(self, block_ids: list[int]) -> None:
-        """Drop one reference from each block; blocks nobody owns go back to the free list."""
+        """Drop one reference from each block; blocks nobody owns become free (cached if hashed)."""
         for b in block_ids:
             if self.ref_counts[b] < 1:
                 raise ValueError(f"block {b} released more often than allocated")
             self.ref_counts[b] -= 1
             if self.ref_counts[b] == 0:
-                self.free_ids.append(b)
+                if b in self.hash_of:
+                    self.cached_free[b] = None
+                else:
+                    self.free_ids.append(b)
+
+    def register(self, block_id: int, h: int, parent: int, tokens: tuple[int, ...]) -> None:
+        """Name a full block by its prefix hash; the first block registered under a hash keeps it."""
+        if h not in self.block_of and block_id not in self.hash_of:
+            self.block_of[h] = block_id
+            self.hash_of[block_id] = (h, parent, tokens)
+
+    def unregister(self, block_id: int) -> None:
+        """Forget a block's prefix (it is being overwritten or evicted)."""
+        entry = self.hash_of.pop(block_id, None)
+        if entry is not None:
+            del self.block_of[entry[0]]
+            if self.ref_counts[block_id] == 0 and block_id in self.cached_free:
+                del self.cached_free[block_id]
+                self.free_ids.append(block_id)
+
+    def lookup(self, h: int, parent: int, tokens: tuple[int, ...]) -> int | None:
+        """The cached block holding exactly this prefix, or None."""
+        b = self.block_of.get(h)
+        if b is None or self.hash_of[b][1:] != (parent, tokens):
+            return None
+        return b
 
 
 @dataclass(frozen=True)
@@ -82,7 +147,7 @@ class BatchMetadata:
 class PagedKVCache:
     """The block pool for every layer plus each sequence's block table and length."""
 
-    def __init__(self, model_config: ModelConfig, cache_config: CacheConfig):
+    def __init__(self, model_config: ModelConfig, cache_config: CacheConfig, enable_prefix_caching: bool = False):
         c = model_config
         self.block_size = cache_config.block_size
         num_blocks = cache_config.num_blocks or -(-c.max_seq_len // self.block_size)
@@ -92,8 +157,21 @@ class PagedKVCache:
         self.k = np.zeros(shape, dtype=dtype)   # (L, num_blocks, block_size, n_kv_heads, head_dim)
         self.v = np.zeros(shape, dtype=dtype)
         self.max_seq_len = c.max_seq_len
+        self.enable_prefix_caching = enable_prefix_caching
         self.block_tables: dict[int, list[int]] = {}
         self.seq_lens: dict[int, int] = {}
+        self.seq_tokens: dict[int, list[int]] = {}      # token ids in the cache (prefix caching only)
+        self.seq_hashes: dict[int, list[int]] = {}      # chained hash of each full block (prefix caching only)
+        self.peak_blocks_in_use = 0
+
+    @property
+    def num_blocks(self) -> int:
+        return self.manager.num_blocks
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks a new allocation can get, cached-but-unreferenced ones included."""
+        return self.manager.num_free
 
     @property
     def bytes_per_token(self) -> int:
@@ -107,9 +185,42 @@ class PagedKVCache:
     def bytes_in_use(self) -> int:
         return self.blocks_in_use() * self.block_size * self.bytes_per_token
 
-    def _blocks_needed(self, seq_id: int, n_new: int) -> int:
-        total = self.seq_lens.get(seq_id, 0) + n_new
-        return -(-total // self.block_size) - len(self.block_tables.get(seq_id, []))
+    def blocks_needed(self, seq_id: int, n_new: int) -> int:
+        """Fresh blocks that appending n_new tokens to seq_id takes, a copy-on-write copy included."""
+        table = self.block_tables.get(seq_id, [])
+        start = self.seq_lens.get(seq_id, 0)
+        total = start + n_new
+        grow = -(-total // self.block_size) - len(table)
+        first = start // self.block_size                  # the block the first new token lands in
+        cow = int(n_new > 0 and first < len(table) and self.manager.ref_counts[table[first]] > 1)
+        return grow + cow
+
+    def match_prefix(self, seq_id: int, token_ids) -> int:
+        """Give a new sequence the cached full blocks its tokens start with; returns how many tokens
+        they hold (a multiple of block_size). At least one token is always left to compute, so the
+        step that finishes the prompt still yields its logits."""
+        if seq_id in self.block_tables:
+            raise ValueError(f"sequence {seq_id} already has blocks; match_prefix is for new sequences")
+        if not self.enable_prefix_caching:
+            return 0
+        bs, parent, table, hashes = self.block_size, _ROOT_HASH, [], []
+        for j in range((len(token_ids) - 1) // bs):
+            tokens = tuple(int(t) for t in token_ids[j * bs:(j + 1) * bs])
+            h = block_hash(parent, tokens)
+            b = self.manager.lookup(h, parent, tokens)
+            if b is None:
+                break
+            self.manager.share(b)
+            table.append(b)
+            hashes.append(h)
+            parent = h
+        n = len(table) * bs
+        if table:
+            self.block_tables[seq_id] = table
+            self.seq_lens[seq_id] = n
+            self.seq_tokens[seq_id] = [int(t) for t in token_ids[:n]]
+            self.seq_hashes[seq_id] = hashes
+        return n
 
     def prepare(self, seq_ids: list[int], new_tokens: list[np.ndarray]) -> BatchMetadata:
         """Reserve slots for each sequence's new tokens and build the step's metadata.
@@ -125,7 +236,7 @@ class PagedKVCache:
                 raise ValueError(
                     f"sequence {sid} would reach {self.seq_lens.get(sid, 0) + len(toks)} tokens, "
                     f"past the model's context of {self.max_seq_len}")
-        need = sum(self._blocks_needed(s, len(t)) for s, t in zip(seq_ids, new_tokens))
+        need = sum(self.blocks_needed(s, len(t)) for s, t in zip(seq_ids, new_tokens))
         if need > self.manager.num_free:
             raise KVCacheFullError(
                 f"KV cache out of blocks: this step needs {need} more, {self.manager.num_free} of "
@@ -133,13 +244,17 @@ class PagedKVCache:
         positions, slots = [], []
         for sid, toks in zip(seq_ids, new_tokens):
             table = self.block_tables.setdefault(sid, [])
-            table.extend(self.manager.allocate(self._blocks_needed(sid, len(toks))))
             start = self.seq_lens.get(sid, 0)
+            self._copy_on_write(table, start // self.block_size)
+            table.extend(self.manager.allocate(self.blocks_needed(sid, len(toks))))
             pos = np.arange(start, start + len(toks), dtype=np.int64)                  # (t,)
             slots.append(np.asarray(table, dtype=np.int64)[pos // self.block_size] * self.block_size
                          + pos % self.block_size)
             positions.append(pos)
             self.seq_lens[sid] = start + len(toks)
+            if self.enable_prefix_caching:
+                self._register_full_blocks(sid, toks)
+        self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
         max_blocks = max(len(self.block_tables[s]) for s in seq_ids)
         tables = np.zeros((len(seq_ids), max_blocks), dtype=np.int32)                 # (B, max_blocks)
         for i, sid in enumerate(seq_ids):
@@ -154,7 +269,66 @@ class PagedKVCache:
             slot_mapping=np.concatenate(slots),
         )
 
+    def _copy_on_write(self, table: list[int], idx: int) -> None:
+        """Before writing into table[idx]: copy it if another sequence shares it; forget its prefix
+        hash if this sequence is its only owner (its contents are about to change)."""
+        if idx >= len(table):
+            return
+        old = table[idx]
+        if self.manager.ref_counts[old] > 1:
+            new = self.manager.allocate(1)[0]
+            self.k[:, new] = self.k[:, old]
+            self.v[:, new] = self.v[:, old]
+            self.manager.release([old])
+            table[idx] = new
+        else:
+            self.manager.unregister(old)
+
+    def _register_full_blocks(self, sid: int, toks: np.ndarray) -> None:
+        tokens = self.seq_tokens.setdefault(sid, [])
+        tokens.extend(int(t) for t in toks)
+        hashes, table, bs = self.seq_hashes.setdefault(sid, []), self.block_tables[sid], self.block_size
+        for j in range(len(hashes), len(tokens) // bs):
+            parent = hashes[-1] if hashes else _ROOT_HASH
+            block_tokens = tuple(tokens[j * bs:(j + 1) * bs])
+            h = block_hash(parent, block_tokens)
+            self.manager.register(table[j], h, parent, block_tokens)
+            hashes.append(h)
+
+    def fork(self, src_id: int, dst_id: int) -> None:
+        """dst_id starts as a copy of src_id that shares every block, a partial last one included;
+        whichever writes a shared block first gets its own copy (copy-on-write)."""
+        if src_id not in self.block_tables:
+            raise ValueError(f"cannot fork sequence {src_id}: it has no blocks")
+        if dst_id in self.block_tables:
+            raise ValueError(f"cannot fork into sequence {dst_id}: it already has blocks")
+        for b in self.block_tables[src_id]:
+            self.manager.share(b)
+        self.block_tables[dst_id] = list(self.block_tables[src_id])
+        self.seq_lens[dst_id] = self.seq_lens[src_id]
+        if self.enable_prefix_caching:
+            self.seq_tokens[dst_id] = list(self.seq_tokens.get(src_id, []))
+            self.seq_hashes[dst_id] = list(self.seq_hashes.get(src_id, []))
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        """Keep only the first ``length`` tokens of a sequence (speculative decoding's rollback):
+        blocks past them are released, and the now-partial last block loses its prefix hash."""
+        cur = self.seq_lens.get(seq_id, 0)
+        if not 0 <= length <= cur:
+            raise ValueError(f"cannot truncate sequence {seq_id} of {cur} tokens to {length}")
+        table = self.block_tables.get(seq_id, [])
+        keep = -(-length // self.block_size)
+        self.manager.release(table[keep:][::-1])
+        del table[keep:]
+        self.seq_lens[seq_id] = length
+        if seq_id in self.seq_tokens:
+            del self.seq_tokens[seq_id][length:]
+            del self.seq_hashes[seq_id][length // self.block_size:]
+
     def free(self, seq_id: int) -> None:
-        """Return a finished (or preempted) sequence's blocks to the pool."""
-        self.manager.release(self.block_tables.pop(seq_id, []))
+        """Return a finished (or preempted) sequence's blocks to the pool. The last blocks are
+        released first, so a cached prefix's tail is evicted before its head."""
+        self.manager.release(self.block_tables.pop(seq_id, [])[::-1])
         self.seq_lens.pop(seq_id, None)
+        self.seq_tokens.pop(seq_id, None)
+        self.seq_hashes.pop(seq_id, None)
