@@ -12,7 +12,7 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
     src.add_argument("--model", help="checkpoint path (llama2.c .bin, HF dir, .npz) or a fetched name (stories260K)")
     src.add_argument("--preset", choices=sorted(PRESETS), help="shape preset with seeded random weights (default: toy)")
     p.add_argument("--tokenizer", help="llama2.c tokenizer .bin (default: the fetched one, or one beside the model)")
-    p.add_argument("--backend", default="numpy", help="kernel backend: numpy, c (default: numpy)")
+    p.add_argument("--backend", default="numpy", help="kernel backend: numpy, c, numba, triton, triton-fp16 (default: numpy)")
     p.add_argument("--prompt", default="Once upon a time" if not text_only else "", help="prompt text")
     p.add_argument("--steps", type=int, default=256, help="forward positions, prompt included, as llama2.c's -n")
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
