@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-BENCHES = ("bench_kernels",)   # modules under pyinfer.commands, each with register_bench(bench_subparsers)
+BENCHES = ("bench_kernels", "bench_serve")   # modules under pyinfer.commands, each with register_bench(bench_subparsers)
 
 
 def register(sub) -> None:

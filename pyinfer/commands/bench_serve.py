@@ -1,0 +1,175 @@
+"""`pyinfer bench serve` (replay a synthetic arrival trace, print the serving metrics) and
+`pyinfer bench sweep` (the same trace at several batch caps or arrival rates: the
+latency-throughput curve, as JSON and a PNG)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from ..config import PRESETS
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="checkpoint path or fetched name (stories260K)")
+    src.add_argument("--preset", choices=sorted(PRESETS), help="shape preset with seeded random weights (default: toy)")
+    p.add_argument("--tokenizer", help="llama2.c tokenizer .bin (default: the fetched one or one beside the model)")
+    p.add_argument("--backend", default="numpy", help="kernel backend (default: numpy)")
+    p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
+    t = p.add_argument_group("trace")
+    t.add_argument("--num-requests", type=int, default=100)
+    t.add_argument("--rate", type=float, default=math.inf,
+                   help="Poisson arrival rate, requests/s (default inf: all at once)")
+    t.add_argument("--prompt-len", default="uniform:16:64", help="N | uniform:LO:HI | normal:MEAN:STD | exp:MEAN")
+    t.add_argument("--output-len", default="uniform:16:64", help="same forms as --prompt-len")
+    t.add_argument("--seed", type=int, default=0, help="seed of the trace and of request i's sampler (seed + i)")
+    t.add_argument("--temperature", type=float, default=0.0)
+    e = p.add_argument_group("engine")
+    e.add_argument("--max-num-seqs", type=int, default=32, help="batch cap: sequences running at once")
+    e.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget of one step")
+    e.add_argument("--block-size", type=int, default=16)
+    e.add_argument("--num-blocks", type=int, default=0, help="KV pool size in blocks (0: automatic)")
+    e.add_argument("--no-prefix-caching", action="store_true")
+    g = p.add_argument_group("report")
+    g.add_argument("--ttft-target-ms", type=float, default=None, help="goodput: TTFT target")
+    g.add_argument("--tpot-target-ms", type=float, default=None, help="goodput: TPOT target")
+    g.add_argument("--json", help="write the results as JSON to this path")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def register_bench(bench_sub) -> None:
+    serve = bench_sub.add_parser("serve", help="replay a synthetic Poisson trace through the engine; latency metrics")
+    _add_common(serve)
+    serve.set_defaults(handler=_serve)
+    sweep = bench_sub.add_parser("sweep", help="the same trace at several batch caps or rates: latency vs throughput")
+    _add_common(sweep)
+    sweep.add_argument("--vary", choices=("max-num-seqs", "rate"), default="max-num-seqs")
+    sweep.add_argument("--values", default="1,2,4,8,16,32", help="comma-separated values of --vary")
+    sweep.add_argument("--png", default="sweep.png", help="where to draw the curve (matplotlib)")
+    sweep.set_defaults(handler=_sweep)
+
+
+def _load(args):
+    from ..api import load
+    preset = args.preset or ("toy" if args.model is None else None)
+    return load(model=args.model, tokenizer=args.tokenizer, preset=preset, backend=args.backend,
+                seed=args.weights_seed)
+
+
+def _run_point(gen, args) -> dict:
+    from ..config import SamplingParams
+    from ..engine import Engine, EngineConfig
+    from ..engine.metrics import summarize
+    from ..engine.trace import LengthDist, progress_bar, replay, synthetic_trace
+
+    c = gen.model.config
+    trace = synthetic_trace(args.num_requests, args.rate, LengthDist.parse(args.prompt_len),
+                            LengthDist.parse(args.output_len), c.vocab_size, c.max_seq_len, args.seed)
+    config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                          block_size=args.block_size, num_blocks=args.num_blocks,
+                          enable_prefix_caching=not args.no_prefix_caching)
+    engine = Engine(gen.model, gen.tokenizer, config)
+    params = SamplingParams(temperature=args.temperature, seed=args.seed)
+    outputs = replay(engine, trace, params, None if args.no_progress else progress_bar)
+    ms = (lambda v: None if v is None else v / 1e3)
+    summary = summarize([o.metrics for o in outputs], ms(args.ttft_target_ms), ms(args.tpot_target_ms))
+    return {"trace": {"num_requests": args.num_requests, "rate_per_s": args.rate, "prompt_len": args.prompt_len,
+                      "output_len": args.output_len, "seed": args.seed, "temperature": args.temperature},
+            "engine_config": config.to_dict(), "engine": engine.stats(), "summary": summary}
+
+
+def _header(gen) -> dict:
+    from ..engine.machine import machine_info
+    c = gen.model.config
+    return {"machine": machine_info(), "model": gen.source, "backend": gen.model.ops.describe(),
+            "params": c.n_params(), "dim": c.dim, "n_layers": c.n_layers, "vocab_size": c.vocab_size}
+
+
+def json_safe(x):
+    """NaN and infinity as null, tuples as lists: strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(json_safe(result), f, indent=2)
+        print(f"wrote {path}")
+
+
+def _serve(args) -> int:
+    from ..engine.metrics import format_summary
+    gen = _load(args)
+    point = _run_point(gen, args)
+    e = point["engine"]
+    print(f"model {gen.source}, {gen.model.ops.describe()}")
+    print(f"trace {args.num_requests} requests, rate {args.rate:g}/s, prompt {args.prompt_len}, "
+          f"output {args.output_len}, seed {args.seed}")
+    print(f"engine max_num_seqs {args.max_num_seqs}, max_num_batched_tokens {args.max_num_batched_tokens}, "
+          f"{e['num_blocks']} blocks of {e['block_size']}, {e['steps']} steps, prefix cache hit rate "
+          f"{100 * e['prefix_cache_hit_rate']:.1f}%")
+    print(format_summary(point["summary"]))
+    _write_json(args.json, {**_header(gen), **point})
+    return 0
+
+
+def _sweep(args) -> int:
+    gen = _load(args)
+    key = args.vary.replace("-", "_")
+    try:
+        values = [float(v) if key == "rate" else int(v) for v in args.values.split(",")]
+    except ValueError:
+        raise ValueError(f"--values must be comma-separated numbers, got {args.values!r}") from None
+    points = []
+    print(f"{args.vary:>14} {'out tok/s':>10} {'req/s':>8} {'TPOT mean':>10} {'TTFT p50':>10} {'TTFT p99':>10} "
+          f"{'E2E p99':>10}  (ms)")
+    for v in values:
+        point = _run_point(gen, replace_ns(args, **{key: v, "no_progress": True}))
+        s = point["summary"]
+        print(f"{v:>14g} {s['output_token_throughput_per_s']:>10.1f} {s['request_throughput_per_s']:>8.2f} "
+              f"{1e3 * s['tpot_s']['mean']:>10.2f} {1e3 * s['ttft_s']['p50']:>10.2f} {1e3 * s['ttft_s']['p99']:>10.2f} "
+              f"{1e3 * s['e2e_s']['p99']:>10.2f}")
+        sys.stdout.flush()
+        points.append({args.vary: v, **point})
+    _plot(points, args.vary, args.png, gen.source)
+    _write_json(args.json, {**_header(gen), "vary": args.vary, "points": points})
+    return 0
+
+
+def replace_ns(ns: argparse.Namespace, **changes) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(ns), **changes})
+
+
+def _plot(points: list[dict], vary: str, png: str, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG drawn (pip install matplotlib)", file=sys.stderr)
+        return
+    x = [p["summary"]["output_token_throughput_per_s"] for p in points]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((a1, "tpot_s", "time per output token (ms)"), (a2, "ttft_s", "time to first token (ms)")):
+        for q, style in (("mean", "o-"), ("p99", "s--")):
+            ax.plot(x, [1e3 * p["summary"][key][q] for p in points], style, label=q)
+        for xi, p in zip(x, points):
+            ax.annotate(f"{p[vary]:g}", (xi, 1e3 * p["summary"][key]["mean"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("output tokens / s (throughput)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(title=f"labels: {vary}")
+    fig.suptitle(f"latency vs throughput: {title}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    print(f"wrote {png}")

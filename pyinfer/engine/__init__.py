@@ -1,0 +1,15 @@
+"""The serving engine (nano-vllm's split): Sequence, Scheduler, ModelRunner, Engine, plus the
+LLM convenience front, speculative decoding, serving metrics and synthetic traces.
+
+Batch metadata (block tables, slot mappings) flows as arguments: scheduler -> runner -> cache ->
+model; nothing here is a module global."""
+from .config import EngineConfig
+from .engine import Engine
+from .llm import LLM
+from .metrics import RequestMetrics, summarize
+from .model_runner import ModelRunner
+from .scheduler import ScheduledBatch, Scheduler
+from .sequence import RequestOutput, Sequence, SequenceStatus
+
+__all__ = ["EngineConfig", "Engine", "LLM", "ModelRunner", "RequestMetrics", "RequestOutput", "ScheduledBatch",
+           "Scheduler", "Sequence", "SequenceStatus", "summarize"]
