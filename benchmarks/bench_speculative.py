@@ -80,7 +80,8 @@ def main(argv=None) -> int:
                       f"{100 * d['decode_step_savings']:>6.0f}%{base_s / dt:>7.2f}x  {'' if same is None else same}")
                 sys.stdout.flush()
     result["load_average_at_end"] = os.getloadavg()
-    out = Path(args.out) if args.out else RESULTS / f"speculative-{machine_slug()}-{datetime.date.today().isoformat()}.json"
+    day = datetime.date.today().isoformat()
+    out = Path(args.out) if args.out else RESULTS / f"speculative-{machine_slug()}-{day}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(result), indent=2))
     print(f"wrote {out}")

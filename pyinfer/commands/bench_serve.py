@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from ..config import PRESETS
@@ -139,7 +140,7 @@ def _sweep(args) -> int:
               f"{1e3 * s['e2e_s']['p99']:>10.2f}")
         sys.stdout.flush()
         points.append({args.vary: v, **point})
-    _plot(points, args.vary, args.png, gen.source)
+    _plot(points, args.vary, args.png, os.path.basename(str(gen.source)))
     _write_json(args.json, {**_header(gen), "vary": args.vary, "points": points})
     return 0
 
