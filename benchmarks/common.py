@@ -7,20 +7,13 @@ import os
 import platform
 from pathlib import Path
 
+from pyinfer.analysis.microbench import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
             "date": datetime.date.today().isoformat()}
 
 

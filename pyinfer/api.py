@@ -91,6 +91,4 @@ def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | 
 def _tokenizer_beside(model_path: Path) -> Path | None:
     """tokenizer.bin or tok<vocab>.bin next to a checkpoint, as llama2.c's releases ship them."""
     folder = model_path if model_path.is_dir() else model_path.parent
-    for candidate in sorted(folder.glob("tok*.bin")):
-        return candidate
-    return None
+    return next(iter(sorted(folder.glob("tok*.bin"))), None)

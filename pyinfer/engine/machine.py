@@ -7,17 +7,7 @@ import platform
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ..analysis.microbench import cpu_model
 
 
 def machine_info() -> dict:
