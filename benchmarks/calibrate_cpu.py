@@ -105,7 +105,7 @@ def _time_op(name, fn, cost, device, op_point) -> dict:
         fn()
         times.append(time.perf_counter() - t0)
     measured = sorted(times)[len(times) // 2]
-    p = op_point("kernel", name, name, cost, "fp32", device)
+    p = op_point("kernel", name, name, cost, "fp32", device, bandwidth=device.bandwidth(cost.bytes_total))
     return {"op": name, "measured_s": measured, "predicted_s": p.time_s, "bound": p.bound,
             "achieved_fraction": p.time_s / measured, "gb_per_s": cost.bytes_total / measured / 1e9}
 

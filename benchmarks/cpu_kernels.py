@@ -2,13 +2,17 @@
 must move, FLOPs) and a callable per implementation (numpy reference, c, numba, torch where one exists)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from pyinfer.analysis.microbench import last_level_cache_bytes
 from pyinfer.kernels import reference as ref
 from pyinfer.quant import quantize
+
+DRAM_POOL_MIN = 600 << 20        # bytes of operand copies cycled through when the LLC size is unknown
 
 
 @dataclass
@@ -30,20 +34,50 @@ def _impls(backends: dict, name: str, out: np.ndarray, *args) -> dict:
     return impls
 
 
+def dram_copies(nbytes: int) -> int:
+    """Distinct copies of an operand of ``nbytes`` that together are twice the last-level cache (at
+    least DRAM_POOL_MIN): cycling through them, every call streams its operand from DRAM, as a decode
+    step does with a model larger than the cache (a 4096x4096 float32 weight fits this CPU's L3)."""
+    pool = max(2 * last_level_cache_bytes(), DRAM_POOL_MIN)
+    return max(2, -(-pool // max(nbytes, 1)))
+
+
+def _cycling(impls: dict[str, Callable], make: Callable[[int], dict[str, Callable]], copies: int) -> dict:
+    """impl -> a callable that runs the impl on the next of ``copies`` distinct operand sets."""
+    per_copy = [make(i) for i in range(copies)]
+    return {name: (lambda it=itertools.cycle([c[name] for c in per_copy]): next(it)())
+            for name in impls}
+
+
 def gemv_cases(backends: dict, rng, quick: bool) -> list[Case]:
+    """GEMV 4096x4096 per format twice: cache-resident (one weight, as the issue's shape) and
+    DRAM-resident (cycling over copies twice the LLC), the figure a decode step's weights see."""
     N = K = 4096
     w = rng.standard_normal((N, K), dtype=np.float32) / np.float32(64)
     x = rng.standard_normal((1, K), dtype=np.float32)
     buf = np.empty((1, N), np.float32)
-    cases = [Case("matmul f32 GEMV", f"1x{K} @ {N}x{K}", w.nbytes, 2 * N * K, "memory",
-                  _impls(backends, "matmul", buf, x, w))]
+    shape = f"1x{K} @ {N}x{K}"
+    cases = [Case("matmul f32 GEMV", shape, w.nbytes, 2 * N * K, "memory", _impls(backends, "matmul", buf, x, w))]
+    if not quick:
+        n = dram_copies(w.nbytes)
+        copies = [w.copy() for _ in range(n)]
+        cases.append(Case("matmul f32 GEMV (DRAM)", f"{shape} x{n} copies", w.nbytes, 2 * N * K, "memory",
+                          _cycling(cases[0].impls, lambda i: _impls(backends, "matmul", buf, x, copies[i]), n)))
     formats = ["int8", "int8-g32", "int4-g32-a8", "int4-g128-a8", "int4-g32", "int4-g128"]
     for fmt in formats[:3] if quick else formats:
         qt = quantize(w, fmt)
-        impls = _impls(backends, qt.fmt.kernel, buf, x, *qt.kernel_args())
+        args = qt.kernel_args()
+        impls = _impls(backends, qt.fmt.kernel, buf, x, *args)
         if quick:
             impls.pop("numpy")                  # the reference's integer einsum takes seconds here
-        cases.append(Case(f"{qt.fmt.kernel} GEMV ({fmt})", f"1x{K} @ {N}x{K}", qt.nbytes, 2 * N * K, "memory", impls))
+        name = f"{qt.fmt.kernel} GEMV ({fmt})"
+        cases.append(Case(name, shape, qt.nbytes, 2 * N * K, "memory", impls))
+        if not quick:
+            n = dram_copies(qt.nbytes)
+            copies = [[a.copy() if isinstance(a, np.ndarray) else a for a in args] for _ in range(n)]
+            fast = {k: v for k, v in impls.items() if k != "numpy"}     # the reference is 50-150x slower
+            cases.append(Case(f"{name} (DRAM)", f"{shape} x{n} copies", qt.nbytes, 2 * N * K, "memory",
+                              _cycling(fast, lambda i: _impls(backends, qt.fmt.kernel, buf, x, *copies[i]), n)))
     return cases
 
 
@@ -99,10 +133,18 @@ def attention_cases(backends: dict, rng, quick: bool) -> list[Case]:
     q = rng.standard_normal((1, H, hd), dtype=np.float32)
     out = np.empty_like(q)
     lens = np.array([ctx], np.int32)
-    cases.append(Case("paged decode attention", f"ctx={ctx} bs={bs} H={H} KVH={KVH} hd={hd}",
-                      kc.nbytes + vc.nbytes, 4 * hd * H * ctx, "memory",
-                      _impls(backends, "paged_decode_attention", out, q, kc, vc, tables, lens,
-                             1 / np.sqrt(hd))))
+    shape = f"ctx={ctx} bs={bs} H={H} KVH={KVH} hd={hd}"
+    scale = 1 / np.sqrt(hd)
+    impls = _impls(backends, "paged_decode_attention", out, q, kc, vc, tables, lens, scale)
+    cases.append(Case("paged decode attention", shape, kc.nbytes + vc.nbytes, 4 * hd * H * ctx, "memory", impls))
+    if not quick:                               # KV of many sequences: each call streams its own from DRAM
+        n = dram_copies(kc.nbytes + vc.nbytes)
+        pool = [(kc.copy(), vc.copy()) for _ in range(n)]
+        fast = {k: v for k, v in impls.items() if k != "numpy"}
+        cases.append(Case("paged decode attention (DRAM)", f"{shape} x{n} caches", kc.nbytes + vc.nbytes,
+                          4 * hd * H * ctx, "memory",
+                          _cycling(fast, lambda i: _impls(backends, "paged_decode_attention", out, q, *pool[i],
+                                                          tables, lens, scale), n)))
     return cases
 
 

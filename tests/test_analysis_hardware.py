@@ -124,3 +124,52 @@ def test_this_cpu_microbenchmarks_measure_something():
                              "memory_bytes": microbench.memory_bytes(), "threads": 1, "method": "test",
                              "date": "2025-01-01"})
     assert d.kind == "cpu" and d.ridge("fp32") > 0 and d.peak("fp16") == d.peak("fp32")
+
+
+def _cpu_with_curve(curve):
+    return hardware.cpu_device({"read_bw": curve[-1][1], "triad_bw": 1e10, "cache_read_bw": curve[0][1],
+                                "fp32": 1e11, "int8": 4e11, "llc_bytes": 1 << 25, "cpu_model": "x",
+                                "memory_bytes": 1 << 34, "threads": 1, "method": "test", "date": "2025-01-01",
+                                "read_bw_curve": curve})
+
+
+def test_bandwidth_curve_interpolates_between_cache_and_memory():
+    curve = [[1 << 20, 8e10], [4 << 20, 4e10], [64 << 20, 3e10], [256 << 20, 1e10]]
+    d = _cpu_with_curve(curve)
+    assert d.bandwidth(None) == d.memory_bw == 1e10
+    assert d.bandwidth(1 << 10) == 8e10 and d.bandwidth(1 << 30) == 1e10     # clamped at both ends
+    for (n, bw) in curve:
+        assert d.bandwidth(n) == pytest.approx(bw)
+    mid = d.bandwidth(2 << 20)                                   # halfway in log size between 1 and 4 MiB
+    assert mid == pytest.approx(6e10)
+    sizes = [1 << k for k in range(18, 31)]
+    bws = [d.bandwidth(s) for s in sizes]
+    assert all(a >= b for a, b in zip(bws, bws[1:]))            # a bigger working set never streams faster
+
+
+def test_bad_bandwidth_curve_is_refused():
+    with pytest.raises(ValueError, match="strictly ascending"):
+        _cpu_with_curve([[4 << 20, 4e10], [1 << 20, 8e10]])
+    with pytest.raises(ValueError, match="bw_curve bandwidth"):
+        _cpu_with_curve([[1 << 20, 0.0], [4 << 20, 4e10]])
+
+
+def test_measured_curve_is_non_increasing():
+    curve = microbench.read_bandwidth_curve(4 << 20, 1, min_time_s=0.0)
+    sizes = [n for n, _ in curve]
+    assert sizes == sorted(sizes) and sizes[-1] == 4 << 20 and sizes[0] == 256 << 10
+    assert all(a[1] >= b[1] > 1e8 for a, b in zip(curve, curve[1:]))
+
+
+def test_roofline_uses_the_bandwidth_its_working_set_gets():
+    from pyinfer.analysis.estimate import step_cost
+    from pyinfer.analysis.roofline import predict
+    from pyinfer.config import get_preset
+    d = _cpu_with_curve([[1 << 20, 8e10], [1 << 30, 1e10]])
+    step = step_cost(get_preset("toy"), [1], [16])
+    ws = sum(o.cost.bytes_total for o in step.ops)
+    r = predict(step, d)
+    assert r.bandwidth == pytest.approx(d.bandwidth(ws)) and d.memory_bw < r.bandwidth < 8e10
+    assert r.memory_s == pytest.approx(ws / d.bandwidth(ws))
+    cold = predict(step, d, working_set=float(1 << 31))        # as if nothing stayed in cache
+    assert cold.memory_s == pytest.approx(ws / d.memory_bw) and cold.time_s > r.time_s

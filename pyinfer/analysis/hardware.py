@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import date as _date
@@ -28,7 +29,7 @@ from typing import Iterable, Mapping
 
 PEAK_KEYS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 _SAME_RATE = {"bf16": "fp16", "fp16": "bf16"}      # a chip that lists one runs the other at the same rate
-CACHE_VERSION = 1
+CACHE_VERSION = 2                                   # 2: this-cpu carries its read bandwidth curve
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Device:
     date: str
     notes: str = ""
     extra: Mapping[str, float] = field(default_factory=dict)   # e.g. measured triad_bw, cache_read_bw
+    # measured read bandwidth by working-set size, ((bytes, bytes/s), ...) ascending in size; empty when
+    # unmeasured (catalog devices: a model's weights never fit their caches, memory_bw applies)
+    bw_curve: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         where = f"device {self.name!r}"
@@ -68,6 +72,13 @@ class Device:
             raise ValueError(f"{where}: every entry needs its source and date")
         object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        curve = tuple((float(n), float(bw)) for n, bw in self.bw_curve)
+        for n, bw in curve:
+            _positive(f"{where}: bw_curve size", n)
+            _positive(f"{where}: bw_curve bandwidth", bw)
+        if any(b[0] <= a[0] for a, b in zip(curve, curve[1:])):
+            raise ValueError(f"{where}: bw_curve sizes must be strictly ascending")
+        object.__setattr__(self, "bw_curve", curve)
 
     def peak(self, key: str) -> float:
         """Peak FLOP/s for a peak key (fp32, fp16, bf16, fp8, int8, ...)."""
@@ -77,6 +88,21 @@ class Device:
             return self.peak_flops[_SAME_RATE[key]]
         raise ValueError(f"{self.name} lists no {key} peak (it has {', '.join(self.peak_flops)}); "
                          f"pick a dtype or format it runs")
+
+    def bandwidth(self, working_set: float | None = None) -> float:
+        """Bytes/s when the data re-read each step (e.g. a decode step's weights and KV) is
+        ``working_set`` bytes: the measured curve, interpolated in log size, where there is one (a
+        working set that fits a cache streams faster); memory_bw past its end or without one."""
+        curve = self.bw_curve
+        if not curve or working_set is None or working_set >= curve[-1][0]:
+            return self.memory_bw
+        if working_set <= curve[0][0]:
+            return curve[0][1]
+        for (n0, b0), (n1, b1) in zip(curve, curve[1:]):
+            if working_set <= n1:
+                f = math.log(working_set / n0) / math.log(n1 / n0)
+                return b0 + f * (b1 - b0)
+        return self.memory_bw                   # not reached: the last point bounds working_set
 
     def ridge(self, key: str) -> float:
         """Ridge point: the arithmetic intensity (FLOP/byte) where compute and memory time are equal."""
@@ -245,4 +271,5 @@ def cpu_device(m: dict, where: str = "measured") -> Device:
         interconnect_bw=None, power_w=None, price_per_hour=None, price_basis="unknown",
         source=f"measured here by pyinfer.analysis.microbench ({m['method']}); cached in {where}",
         date=m["date"], notes="fp16 arithmetic assumed at the fp32 rate (the engine computes in float32)",
-        extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"]})
+        extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"]},
+        bw_curve=tuple((n, bw) for n, bw in m.get("read_bw_curve", ())))

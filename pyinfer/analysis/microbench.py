@@ -74,14 +74,33 @@ def memory_bytes() -> int:
         return 0
 
 
-def read_bandwidth(n_bytes: int, reps: int) -> float:
-    """bytes/s of sgemv over an (n_bytes / 4096 / 4, 4096) float32 matrix."""
-    cols = 4096
+def read_bandwidth(n_bytes: int, reps: int, min_time_s: float = 0.3) -> float:
+    """bytes/s of sgemv over an (n_bytes / 4096 / 4, 4096) float32 matrix (1024 columns below 4 MiB)."""
+    cols = 4096 if n_bytes >= 4 << 20 else 1024
     rows = max(1, n_bytes // (4 * cols))
     a = np.ones((rows, cols), np.float32)                    # (rows, cols)
     x = np.ones(cols, np.float32)                            # (cols,)
     y = np.empty(rows, np.float32)                           # (rows,)
-    return a.nbytes / _best(lambda: np.matmul(a, x, out=y), reps, min_time_s=0.3)
+    return a.nbytes / _best(lambda: np.matmul(a, x, out=y), reps, min_time_s=min_time_s)
+
+
+def read_bandwidth_curve(max_bytes: int, reps: int, dram_bw: float = 0.0, min_time_s: float = 0.2
+                         ) -> list[tuple[int, float]]:
+    """[(working-set bytes, read bytes/s)] from 256 KiB up to ``max_bytes``, two sizes per doubling:
+    the cache levels and where the data falls out of them, as this process sees them (a shared
+    last-level cache holds less for us than sysfs says). Each point is the best of a few sgemv passes;
+    the curve is made non-increasing in size (each point at least any larger size's figure: noise on a
+    shared machine only ever slows a run down). ``dram_bw``: a figure already measured at max_bytes."""
+    sizes, size = [], 256 << 10
+    while size < max_bytes:
+        sizes += [size, size * 3 // 2]
+        size *= 2
+    sizes = [s for s in sizes if s < max_bytes] + [max_bytes]
+    bws = [read_bandwidth(s, reps, min_time_s) for s in sizes]
+    bws[-1] = max(bws[-1], dram_bw)
+    for i in range(len(bws) - 2, -1, -1):
+        bws[i] = max(bws[i], bws[i + 1])
+    return list(zip(sizes, bws))
 
 
 def triad_bandwidth(n_bytes: int, reps: int) -> tuple[float, str]:
@@ -149,12 +168,16 @@ def measure(quick: bool = False) -> dict:
     read = read_bandwidth(dram, reps)
     cache_read = read_bandwidth(cache, reps * 4)
     triad, triad_how = triad_bandwidth(dram, reps)
+    curve = read_bandwidth_curve(dram, reps, dram_bw=read, min_time_s=0.05 if quick else 0.2)
+    read = curve[-1][1]                         # the same measurement as read's, best of both
     fp32 = fp32_peak(512 if quick else 1024, reps)
     int8, int8_how = int8_peak(512 if quick else 1024, reps)
     return {
         "read_bw": read, "triad_bw": triad, "cache_read_bw": cache_read, "fp32": fp32, "int8": int8,
+        "read_bw_curve": [[int(n), float(bw)] for n, bw in curve],
         "llc_bytes": llc, "memory_bytes": memory_bytes(), "cpu_model": cpu_model(),
         "threads": compute_threads(), "seconds": time.perf_counter() - t0,
-        "method": (f"read: sgemv over {dram >> 20} MiB (DRAM) and {cache >> 20} MiB (cache); triad: {triad_how}, "
+        "method": (f"read: sgemv over {dram >> 20} MiB (DRAM) and {cache >> 20} MiB (cache), and by working set "
+                   f"from 256 KiB to {dram >> 20} MiB; triad: {triad_how}, "
                    f"{dram >> 20} MiB; fp32: numpy sgemm; int8: {int8_how}; best of {reps}"),
     }

@@ -89,6 +89,13 @@ def roofline_figure(panels: Sequence[tuple[Device, Sequence[tuple[str, PhaseRoof
                         textcoords="offset points", xytext=(-4, 5 + 11 * i), fontsize=7.5, color="0.2", ha="right")
         ax.annotate(f"{bw / 1e9:.4g} GB/s", (lo * 1.5, lo * 1.5 * bw), textcoords="offset points",
                     xytext=(2, 8), fontsize=7.5, color="0.2", rotation=35)
+        if device.bw_curve:                             # measured: the fastest cache level's slope too
+            n0, cache_bw = device.bw_curve[0]
+            top = device.peak(keys[0]) / cache_bw
+            ax.plot([lo, top], [lo * cache_bw, top * cache_bw], color="0.45", lw=0.9, ls="-.")
+            ax.annotate(f"{cache_bw / 1e9:.4g} GB/s (working set {n0 / 2 ** 20:.3g} MiB, in cache)",
+                        (lo * 1.5, lo * 1.5 * cache_bw), textcoords="offset points", xytext=(2, 8), fontsize=7,
+                        color="0.35", rotation=35)
         placed = []
         for j, (label, r) in enumerate(steps):
             marker = "o" if r.phase == "decode" else "s"

@@ -7,6 +7,10 @@ at) and bandwidth W (bytes/s):
     attainable time t = max(F / (e_c P), B / (e_m W)) + overhead
 
 with efficiency factors e_c, e_m (1 and overhead 0 unless calibrated: pyinfer.analysis.calibrate).
+W depends on where the bytes come from: a step run again and again (decode) re-reads its working set
+(weights, KV, activations: the step's total bytes), and a device with a measured bandwidth curve
+(this-cpu) streams a working set that fits its caches faster than DRAM (Device.bandwidth); devices
+without one use their memory bandwidth.
 Ops run one after another, so a step's time is the sum of its ops' times; the step as a whole is
 labelled by which total is larger, sum F / P or sum B / W. Achieved fraction = predicted / measured.
 """
@@ -54,12 +58,14 @@ class OpPoint:
 
 
 def op_point(phase: str, role: str, op: str, cost: Cost, compute: str, device: Device,
-             eff: Efficiency = NOMINAL, calls: int = 1) -> OpPoint:
+             eff: Efficiency = NOMINAL, calls: int = 1, bandwidth: float | None = None) -> OpPoint:
+    """``bandwidth``: bytes/s the op's bytes come at (default the device's memory bandwidth)."""
     peak = device.peak(compute)
+    bw = bandwidth or device.memory_bw
     c_s = cost.flops / (peak * eff.compute)
-    m_s = cost.bytes_total / (device.memory_bw * eff.memory)
+    m_s = cost.bytes_total / (bw * eff.memory)
     intensity = cost.intensity
-    ridge = device.ridge(compute)
+    ridge = peak / bw
     return OpPoint(phase, role, op, cost, compute, intensity, ridge, "memory" if intensity < ridge else "compute",
                    c_s, m_s, max(c_s, m_s) + calls * eff.overhead_s, calls)
 
@@ -71,6 +77,7 @@ class PhaseRoofline:
     tokens: int                 # new tokens in the step (the batch, in decode)
     seqs: int
     ops: tuple[OpPoint, ...]
+    bandwidth: float | None = None      # bytes/s the step's bytes came at (None: device memory_bw)
 
     @property
     def cost(self) -> Cost:
@@ -86,7 +93,7 @@ class PhaseRoofline:
 
     @property
     def memory_s(self) -> float:
-        return self.cost.bytes_total / self.device.memory_bw
+        return self.cost.bytes_total / (self.bandwidth or self.device.memory_bw)
 
     @property
     def bound(self) -> str:
@@ -111,11 +118,15 @@ class PhaseRoofline:
         return out
 
 
-def predict(step: PhaseCost, device: Device, efficiency: Efficiency | None = None) -> PhaseRoofline:
-    """Every op of a step placed on the device's roofline."""
+def predict(step: PhaseCost, device: Device, efficiency: Efficiency | None = None,
+            working_set: float | None = None) -> PhaseRoofline:
+    """Every op of a step placed on the device's roofline; the bandwidth is the device's for a working
+    set of ``working_set`` bytes (default: the step's total bytes, re-read by the next step)."""
     eff = efficiency or NOMINAL
-    ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff) for o in step.ops)
-    return PhaseRoofline(step.phase, device, step.tokens, len(step.q_lens), ops)
+    ws = sum(o.cost.bytes_total for o in step.ops) if working_set is None else working_set
+    bw = device.bandwidth(ws)
+    ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff, bandwidth=bw) for o in step.ops)
+    return PhaseRoofline(step.phase, device, step.tokens, len(step.q_lens), ops, bw)
 
 
 def predict_estimate(est: Estimate, device: Device, efficiency: Efficiency | None = None
@@ -130,15 +141,17 @@ def compute_key_of_op(op: str, weights_compute: str = "fp32") -> str:
 
 
 def predict_counter(counter: CostCounter, phase: str, device: Device, efficiency: Efficiency | None = None,
-                    compute: str = "fp32") -> PhaseRoofline:
-    """A counted run's phase on a device, one point per op name (the counter keeps no per-call detail)."""
+                    compute: str = "fp32", working_set: float | None = None) -> PhaseRoofline:
+    """A counted run's phase on a device, one point per op name (the counter keeps no per-call detail);
+    ``working_set``: bytes one step re-reads (default: none fits a cache, the device's memory_bw)."""
     eff = efficiency or NOMINAL
+    bw = device.bandwidth(working_set)
     ops = tuple(op_point(phase, op, op, cost, compute_key_of_op(op, compute), device, eff,
-                         counter.calls[(ph, op)])
+                         counter.calls[(ph, op)], bandwidth=bw)
                 for (ph, op), cost in counter.by_key.items() if ph == phase)
     if not ops:
         raise ValueError(f"the counter has no {phase!r} calls")
-    return PhaseRoofline(phase, device, 0, 0, ops)
+    return PhaseRoofline(phase, device, 0, 0, ops, bw)
 
 
 def achieved_fraction(predicted_s: float, measured_s: float) -> float:
@@ -153,7 +166,8 @@ def where_run_sits(counter: CostCounter, decode_steps: int, decode_time_s: float
     """One line for a run report: the decode phase's bound and its predicted against measured time."""
     if decode_steps < 1 or decode_time_s <= 0:
         return f"roofline    {device.name}: no decode steps timed"
-    r = predict_counter(counter, "decode", device, efficiency)
+    per_step = sum(c.bytes_total for (ph, _), c in counter.by_key.items() if ph == "decode") / decode_steps
+    r = predict_counter(counter, "decode", device, efficiency, working_set=per_step)
     pred, meas = r.time_s / decode_steps, decode_time_s / decode_steps
     return (f"roofline    {device.name}: decode {r.bound}-bound, predicted {pred * 1e3:.3f} ms/token, measured "
             f"{meas * 1e3:.3f} ms/token ({100 * achieved_fraction(pred, meas):.0f}% of the roofline"
