@@ -25,8 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_BACKENDS = ("numpy", "c", "numba")                  # triton on a CPU is its interpreter: not timed
-FORMAT_OF_KERNEL = {"matmul_w8a16": "int8", "matmul_w8a8": "int8-g32", "matmul_w4a16": "int4-g32",
-                    "matmul_w4a8": "int4-g32-a8"}
+FORMATS_OF_KERNEL = {"matmul_w8a16": ("int8",), "matmul_w8a8": ("int8-g32", "int8-g64"),
+                     "matmul_w4a16": ("int4-g32", "int4-g128", "int4-g32-zp"),
+                     "matmul_w4a8": ("int4-g32-a8", "int4-g128-a8")}
 
 
 def parse_args(argv=None):
@@ -60,7 +61,7 @@ def backends_and_formats(only: list[str], quick: bool) -> dict[str, list[str]]:
             print(f"backend {name}: unavailable here ({e}); skipped")
             continue
         native = set(REGISTRY_NAMES()) if name == "numpy" else set(Ops(name).native)
-        formats = ["float32"] + [f for k, f in FORMAT_OF_KERNEL.items() if k in native]
+        formats = ["float32"] + [f for k, fs in FORMATS_OF_KERNEL.items() if k in native for f in fs]
         if quick:
             formats = [f for f in formats if f in ("float32", "int8", "int4-g32")]
         out[name] = formats

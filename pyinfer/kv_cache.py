@@ -16,6 +16,8 @@ last block, say) is copied first: copy-on-write.
 """
 from __future__ import annotations
 
+import itertools
+
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -241,32 +243,37 @@ class PagedKVCache:
             raise KVCacheFullError(
                 f"KV cache out of blocks: this step needs {need} more, {self.manager.num_free} of "
                 f"{self.manager.num_blocks} free (block_size {self.block_size})")
-        positions, slots = [], []
+        bs, positions, slots = self.block_size, [], []
         for sid, toks in zip(seq_ids, new_tokens):
             table = self.block_tables.setdefault(sid, [])
             start = self.seq_lens.get(sid, 0)
-            self._copy_on_write(table, start // self.block_size)
+            self._copy_on_write(table, start // bs)
             table.extend(self.manager.allocate(self.blocks_needed(sid, len(toks))))
-            pos = np.arange(start, start + len(toks), dtype=np.int64)                  # (t,)
-            slots.append(np.asarray(table, dtype=np.int64)[pos // self.block_size] * self.block_size
-                         + pos % self.block_size)
-            positions.append(pos)
+            if len(toks) == 1:                          # decode: plain ints, no per-sequence arrays
+                positions.append(start)
+                slots.append(table[start // bs] * bs + start % bs)
+            else:
+                pos = np.arange(start, start + len(toks), dtype=np.int64)              # (t,)
+                positions.extend(pos.tolist())
+                slots.extend((np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist())
             self.seq_lens[sid] = start + len(toks)
             if self.enable_prefix_caching:
                 self._register_full_blocks(sid, toks)
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
-        max_blocks = max(len(self.block_tables[s]) for s in seq_ids)
+        rows = [self.block_tables[s] for s in seq_ids]
+        max_blocks = max(len(r) for r in rows)
         tables = np.zeros((len(seq_ids), max_blocks), dtype=np.int32)                 # (B, max_blocks)
-        for i, sid in enumerate(seq_ids):
-            tables[i, :len(self.block_tables[sid])] = self.block_tables[sid]
+        for i, r in enumerate(rows):
+            tables[i, :len(r)] = r
+        lens = [len(t) for t in new_tokens]
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
-            tokens=np.concatenate([np.asarray(t, dtype=np.int64) for t in new_tokens]),
-            positions=np.concatenate(positions),
-            cu_seqlens_q=np.concatenate([[0], np.cumsum([len(t) for t in new_tokens])]).astype(np.int64),
+            tokens=np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in new_tokens]),
+            positions=np.array(positions, dtype=np.int64),
+            cu_seqlens_q=np.array([0, *itertools.accumulate(lens)], dtype=np.int64),
             context_lens=np.array([self.seq_lens[s] for s in seq_ids], dtype=np.int32),
             block_tables=tables,
-            slot_mapping=np.concatenate(slots),
+            slot_mapping=np.array(slots, dtype=np.int64),
         )
 
     def _copy_on_write(self, table: list[int], idx: int) -> None:
