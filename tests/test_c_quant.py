@@ -10,8 +10,9 @@ from pyinfer.quant import QuantFormat, quantize
 from tests.c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
 from tests.conftest import poisoned
 
-# (format, K): K a multiple of G but odd group counts and K % 64 != 0 included
-CASES = [("int8", 1), ("int8", 7), ("int8", 300), ("int8-g32", 32), ("int8-g32", 96), ("int8-g64", 192),
+# (format, K): K a multiple of G but odd group counts and K % 64 != 0 included; W8A16 past one
+# 8192-wide int32 chunk
+CASES = [("int8", 1), ("int8", 7), ("int8", 300), ("int8", 8257), ("int8-g32", 32), ("int8-g32", 96), ("int8-g64", 192),
          ("int8-g32", 4096), ("int4-g32", 32), ("int4-g32", 96), ("int4-g64-zp", 64), ("int4-g128", 384),
          ("int4-g32-a8", 32), ("int4-g32-a8", 160), ("int4-g64-a8", 128), ("int4-g128-zp-a8", 256),
          ("int4-g32-zp-a8", 1056), ("int4-g128-a8", 4096)]
