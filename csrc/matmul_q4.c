@@ -19,6 +19,14 @@
 static void nibble_order(int8_t *xp, const int8_t *x, int64_t K, int64_t G, int64_t B) {
     int64_t half = G / 2, nbytes = K / 2;
     memset(xp + (nbytes / B) * 2 * B, 0, (size_t)(2 * B));              /* a partial last block */
+    if (half % 16 == 0) {                          /* runs are whole 16-byte pieces: fixed-size copies */
+        for (int64_t jb = 0; jb < nbytes; jb += 16) {
+            int64_t g = jb / half, j = jb - g * half, dst = (jb / B) * 2 * B + jb % B;
+            memcpy(xp + dst, x + g * G + j, 16);
+            memcpy(xp + dst + B, x + g * G + half + j, 16);
+        }
+        return;
+    }
     for (int64_t jb = 0; jb < nbytes;) {                                /* runs inside a block and a group */
         int64_t g = jb / half, j = jb - g * half, run = MIN(B - jb % B, half - j);
         int64_t dst = (jb / B) * 2 * B + jb % B;

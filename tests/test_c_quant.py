@@ -68,16 +68,18 @@ def test_int4_group_sizes_blocks_and_row_tails(c, isa, rng, G, K, zp, a8):
     assert_sum_close(got, want, magnitude(x, qt, a8), what=f"{fmt.name} K={K} N={N} ({isa})")
 
 
-@pytest.mark.parametrize("fmt", ["int4-g32", "int4-g128-zp"])
-def test_w4a16_non_finite_activation_row(c, isa, rng, fmt):
-    """A token holding inf takes the float path (no 24-bit fixed point); the others are unaffected."""
+@pytest.mark.parametrize("fmt", ["int4-g32", "int4-g128-zp", "int8"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a16_non_finite_activation_row(c, isa, rng, fmt, bad):
+    """A token holding inf or NaN takes the float path (no 24-bit fixed point); the others are unaffected."""
     K, N = 256, 9
     qt = quantize(rng.standard_normal((N, K)).astype(np.float32), fmt)
     x = rng.standard_normal((3, K)).astype(np.float32)
-    x[1, 5] = np.inf
-    got = c["matmul_w4a16"](poisoned((3, N)), x, *qt.kernel_args())
+    x[1, 5] = bad
+    name = qt.fmt.kernel
+    got = c[name](poisoned((3, N)), x, *qt.kernel_args())
     with np.errstate(invalid="ignore"):
-        want = ref.matmul_w4a16(poisoned((3, N)), x, *qt.kernel_args())
+        want = getattr(ref, name)(poisoned((3, N)), x, *qt.kernel_args())
     keep = [0, 2]
     assert_sum_close(got[keep], want[keep], magnitude(x[keep], qt, False), what=f"{fmt} ({isa})")
     np.testing.assert_array_equal(got[1], want[1])             # +-inf or nan (inf * 0) as numpy gives
