@@ -4,19 +4,29 @@
  *
  * SIMD: a block of B bytes unpacks to 2B nibbles in the order [low nibbles | high nibbles]; the
  * activation is permuted once per call into that order (nibble_order), so the unpacked weights feed
- * vpdpbusd (u8 nibbles x s8 activations) with no shuffles. AVX-512: one 32-byte block per zmm (two
- * groups when G = 32, lanes [A A A A B B B B A A A A B B B B] x 4 bytes).
+ * vpdpbusd (u8 nibbles x s8 activations) with no shuffles. AVX-512 (dig64_rows): 64-byte blocks, four
+ * rows per pass sharing the activation loads, one convert and one FMA by per-lane group scales per block.
  * W4A8: activations int8 per group (quantize_row_i8), as llama.cpp's Q4_0 x Q8_0.
- * W4A16: float activations as three base-256 digit planes (quant_act.c), float-exact sums. */
+ * W4A16: float activations as three base-256 digit planes (quant_act.c), float-exact sums; the AVX2 and
+ * scalar bodies compute in float. (A vpermps 16-entry table lookup of nibbles -> floats was measured
+ * at ~0.75x the speed of the digit planes: 8 permutes + 7 shifts per 128 weights on ports 0/5.) */
 #include "common.h"
 #include "amx.h"
 
-/* x (K,) -> xp (2B * ceil(K/2 / B),) in unpacked-nibble order, zero where no weight lands.
- * B (bytes per SIMD block) is 16 or 32; byte jb of a row sits at (jb / B) * 2B + jb % B (low nibble)
+/* x (K,) -> xp (2B * ceil(K/2 / B) + 2B,) in unpacked-nibble order, zero where no weight lands.
+ * B (bytes per SIMD block) is 16 or 64; byte jb of a row sits at (jb / B) * 2B + jb % B (low nibble)
  * and B further on (high nibble). */
 static void nibble_order(int8_t *xp, const int8_t *x, int64_t K, int64_t G, int64_t B) {
     int64_t half = G / 2, nbytes = K / 2;
     memset(xp + (nbytes / B) * 2 * B, 0, (size_t)(2 * B));              /* a partial last block */
+    if (half % 16 == 0) {                          /* runs are whole 16-byte pieces: fixed-size copies */
+        for (int64_t jb = 0; jb < nbytes; jb += 16) {
+            int64_t g = jb / half, j = jb - g * half, dst = (jb / B) * 2 * B + jb % B;
+            memcpy(xp + dst, x + g * G + j, 16);
+            memcpy(xp + dst + B, x + g * G + half + j, 16);
+        }
+        return;
+    }
     for (int64_t jb = 0; jb < nbytes;) {                                /* runs inside a block and a group */
         int64_t g = jb / half, j = jb - g * half, run = MIN(B - jb % B, half - j);
         int64_t dst = (jb / B) * 2 * B + jb % B;
@@ -28,80 +38,16 @@ static void nibble_order(int8_t *xp, const int8_t *x, int64_t K, int64_t G, int6
 
 /* Per token, prepared once per call. */
 typedef struct {
-    int8_t *xq;         /* (K,) int8 activations (W4A8) or NULL */
+    int8_t *xq;         /* (K,) int8 activations (W4A8) */
     float *xs;          /* (K/G,) their scales */
     int8_t *xp[3];      /* permuted activations: W4A8 uses xp[0]; W4A16 the three digit planes */
-    int32_t *init;      /* accumulator start values (symmetric only), see below */
-    double *gsum;       /* (K/G,) sum of the activation integers per group (zero-point correction) */
+    int32_t *init;      /* (nb64, 16) accumulator start values (symmetric only, AVX-512), lane_init64 */
+    double *gsum;       /* (K/G,) sum of the activation integers per group (W4A8 AVX2 / zero points) */
     float *zc;          /* (K/G,) gsum times the activation scale (xs for W4A8, 1 for W4A16) */
     int e;              /* W4A16: x = 2^-e * integer; INT32_MIN: not finite, use float */
 } act4_t;
 
-static int64_t blocks32(int64_t K) { return cdiv(K / 2, 32); }
-
 #if PYINFER_X86
-TARGET_AVX512 static inline __m512i unpack32_avx512(const uint8_t *p, int64_t nbytes) {
-    __m256i v = nbytes >= 32 ? _mm256_loadu_si256((const __m256i *)p)
-                             : _mm256_maskz_loadu_epi8((1u << nbytes) - 1, p);
-    __m512i w = _mm512_broadcast_i64x4(v);
-    w = _mm512_mask_srli_epi16(w, 0xFFFF0000u, w, 4);
-    return _mm512_and_si512(w, _mm512_set1_epi8(0x0F));
-}
-
-/* the scales of block p's two groups (G = 32) spread over the lanes: [A A A A B B B B] x 2 */
-TARGET_AVX512 static inline __m512 pair_scales(const float *ws, const float *xs, int64_t g, int two) {
-    const __m512i pat = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m128 s;
-    if (two) {                                        /* both groups exist: plain 8-byte loads */
-        s = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(ws + g)));
-        if (xs) s = _mm_mul_ps(s, _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(xs + g))));
-    } else {
-        s = _mm_maskz_loadu_ps(1, ws + g);
-        if (xs) s = _mm_mul_ps(s, _mm_maskz_loadu_ps(1, xs + g));
-    }
-    return _mm512_permutexvar_ps(pat, _mm512_castps128_ps512(s));
-}
-
-/* sum over the row of lane scales x the integer dot of each 32-byte block: the W4A8 inner loop.
- * init: per scale block start values (NULL: zero). xs: activation scales per group. */
-TARGET_AVX512 static inline float w4a8_row_avx512(const uint8_t *q, const int8_t *xp, const int32_t *init,
-                                                  const float *ws, const float *xs, int64_t K, int64_t G) {
-    int64_t ng = K / G, row_bytes = K / 2;
-    __m512 f0 = _mm512_setzero_ps(), f1 = f0;
-    if (G == 32) {
-        int64_t full = row_bytes / 32;                 /* blocks of two whole groups */
-        int64_t p = 0;
-        for (; p + 2 <= full; p += 2) {
-            PREFETCH(q + 32 * p);
-            __m512i a0 = init ? _mm512_loadu_si512(init + p * 16) : _mm512_setzero_si512();
-            __m512i a1 = init ? _mm512_loadu_si512(init + p * 16 + 16) : _mm512_setzero_si512();
-            a0 = _mm512_dpbusd_epi32(a0, unpack32_avx512(q + 32 * p, 32), _mm512_loadu_si512(xp + 64 * p));
-            a1 = _mm512_dpbusd_epi32(a1, unpack32_avx512(q + 32 * p + 32, 32), _mm512_loadu_si512(xp + 64 * p + 64));
-            f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), pair_scales(ws, xs, 2 * p, 1), f0);
-            f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), pair_scales(ws, xs, 2 * p + 2, 1), f1);
-        }
-        for (; 32 * p < row_bytes; p++) {              /* an odd block, and a half block at the end */
-            int64_t nbytes = MIN(32, row_bytes - 32 * p);
-            __m512i a = init ? _mm512_loadu_si512(init + p * 16) : _mm512_setzero_si512();
-            a = _mm512_dpbusd_epi32(a, unpack32_avx512(q + 32 * p, nbytes), _mm512_loadu_si512(xp + 64 * p));
-            f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), pair_scales(ws, xs, 2 * p, 2 * p + 1 < ng), f0);
-        }
-    } else {
-        int64_t per = G / 64;
-        for (int64_t g = 0; g < ng; g++) {
-            __m512i a = init ? _mm512_loadu_si512(init + g * 16) : _mm512_setzero_si512();
-            for (int64_t i = g * per; i < (g + 1) * per; i++) {
-                if (!(i & 1)) PREFETCH(q + 32 * i);
-                a = _mm512_dpbusd_epi32(a, unpack32_avx512(q + 32 * i, 32), _mm512_loadu_si512(xp + 64 * i));
-            }
-            __m512 sv = _mm512_set1_ps(xs ? ws[g] * xs[g] : ws[g]);
-            if (g & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv, f1);
-            else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv, f0);
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
-}
-
 /* sum_g ws[g] z[g] c[g]: the zero-point term, 16 groups at a time */
 TARGET_AVX512 static inline float zp_term_avx512(const float *ws, const uint8_t *z, const float *c, int64_t ng) {
     __m512 acc = _mm512_setzero_ps();
@@ -115,49 +61,97 @@ TARGET_AVX512 static inline float zp_term_avx512(const float *ws, const uint8_t 
     return s;
 }
 
-TARGET_AVX512 static void w4a8_rows_avx512(float *out, const act4_t *act, const uint8_t *qw, const float *scales,
-                                           const uint8_t *zeros, int64_t T, int64_t n_lo, int64_t n_hi,
-                                           int64_t N, int64_t K, int64_t G) {
-    int64_t ng = K / G, row_bytes = K / 2;
-    for (int64_t n = n_lo; n < n_hi; n++) {
-        const uint8_t *q = qw + n * row_bytes;
-        const float *ws = scales + n * ng;
-        for (int64_t t = 0; t < T; t++) {
-            const act4_t *a = act + t;
-            float s = w4a8_row_avx512(q, a->xp[0], zeros ? NULL : a->init, ws, a->xs, K, G);
-            if (zeros) s -= zp_term_avx512(ws, zeros + n * ng, a->zc, ng);
-            out[t * N + n] = s;
+/* The integer kernel on 64-byte blocks (AVX-512 VNNI): lane i of a block covers bytes 4i..4i+3, their low
+ * nibbles in one vector and high nibbles in another; both belong to the same group, so both vpdpbusd
+ * feed one accumulator, converted and scaled once per block. Activations in nibble_order with B = 64:
+ * NPL = 1 int8 plane (W4A8) or 3 base-256 digit planes (W4A16, float-exact up to 24-bit fixed point).
+ * The symmetric code's -8 sum x starts each accumulator (init); R rows share each activation load. */
+typedef struct {
+    const int32_t *pat; /* (nb64, 16) lane -> group g0[blk] + pat, or NULL: G % 128 == 0 (one group per block) */
+    const int32_t *g0;  /* (nb64,) the group of each block's first byte */
+} lanes_t;
+
+/* R (1 or 4) rows from q (row stride rb bytes): out[r] = sum over blocks of lane scales x integer dots.
+ * Lane scales: ws (times xs for int8 activations) of the group each lane belongs to. */
+TARGET_AVX512 INLINE void dig64_rows(float *out, const uint8_t *q, int64_t rb, const float *ws, const act4_t *a,
+                                     const lanes_t *ln, int64_t ng, int SYM, int R, int NPL, int PAT) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    int64_t nb = cdiv(rb, 64), full = rb / 64;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t blk = 0; blk < nb; blk++) {
+        __m512i xl[3], xh[3];
+        for (int p = 0; p < NPL; p++) {
+            xl[p] = _mm512_loadu_si512(a->xp[p] + 128 * blk);
+            xh[p] = _mm512_loadu_si512(a->xp[p] + 128 * blk + 64);
+        }
+        __m512i init = SYM ? _mm512_loadu_si512(a->init + 16 * blk) : _mm512_setzero_si512();
+        __mmask64 m = blk < full ? ~(__mmask64)0 : (((__mmask64)1 << (rb - 64 * blk)) - 1);
+        int64_t g0 = ln->g0[blk];
+        __mmask16 gm = (__mmask16)((1u << MIN(16, ng - g0)) - 1);
+        __m512i pat = PAT ? _mm512_loadu_si512(ln->pat + 16 * blk) : _mm512_setzero_si512();
+        __m512 xsv = NPL == 1 ? (PAT ? _mm512_maskz_loadu_ps(gm, a->xs + g0) : _mm512_set1_ps(a->xs[g0]))
+                              : _mm512_set1_ps(1.0f);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = q + r * rb + 64 * blk;
+            if (R == 4) __builtin_prefetch(p + 4 * rb, 0, 3);   /* the same block of the next pass's rows */
+            else PREFETCH(p);
+            __m512i d = _mm512_maskz_loadu_epi8(m, p);
+            __m512i lo = _mm512_and_si512(d, low), hi = _mm512_and_si512(_mm512_srli_epi16(d, 4), low);
+            __m512i a0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, lo, xl[0]), hi, xh[0]);
+            if (NPL == 3) {
+                __m512i z = _mm512_setzero_si512();
+                __m512i a1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, xl[1]), hi, xh[1]);
+                __m512i a2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, xl[2]), hi, xh[2]);
+                a0 = _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_slli_epi32(a1, 8), _mm512_slli_epi32(a2, 16)));
+            }
+            __m512 sv = PAT ? _mm512_maskz_loadu_ps(gm, ws + r * ng + g0) : _mm512_set1_ps(ws[r * ng + g0]);
+            if (NPL == 1) sv = _mm512_mul_ps(sv, xsv);
+            if (PAT) sv = _mm512_permutexvar_ps(pat, sv);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), sv, acc[r]);
         }
     }
+    if (R == 1) {
+        out[0] = _mm512_reduce_add_ps(acc[0]);
+        return;
+    }
+    /* four horizontal sums at once: fold 512 -> 256 -> 128 bits pairwise, then within 128-bit blocks */
+    __m512 r01 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0], acc[1], 0x44), _mm512_shuffle_f32x4(acc[0], acc[1], 0xEE));
+    __m512 r23 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2], acc[3], 0x44), _mm512_shuffle_f32x4(acc[2], acc[3], 0xEE));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(r01, r23, 0x88), _mm512_shuffle_f32x4(r01, r23, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    __m512 four = _mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), t);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(four));
 }
 
-TARGET_AVX512 static void w4a16_rows_avx512(float *out, const act4_t *act, const uint8_t *qw, const float *scales,
-                                            const uint8_t *zeros, int64_t T, int64_t n_lo, int64_t n_hi,
-                                            int64_t N, int64_t K, int64_t G) {
-    int64_t ng = K / G, nb = blocks32(K), row_bytes = K / 2;
-    for (int64_t n = n_lo; n < n_hi; n++) {
-        const uint8_t *q = qw + n * row_bytes;
+#define DIG64_PAT(R, NPL, SYM) (ln->pat ? dig64_rows(s, q, rb, ws, a, ln, ng, SYM, R, NPL, 1) \
+                                        : dig64_rows(s, q, rb, ws, a, ln, ng, SYM, R, NPL, 0))
+#define DIG64_CALL(R, NPL) (zeros ? DIG64_PAT(R, NPL, 0) : DIG64_PAT(R, NPL, 1))
+
+/* rows [n_lo, n_hi) of every token; a8: int8 activations, else digit planes (out scaled by 2^-e) */
+TARGET_AVX512 static void dig64_rows_avx512(float *out, const act4_t *act, const lanes_t *ln, const uint8_t *qw,
+                                            const float *scales, const uint8_t *zeros, int64_t T, int64_t n_lo,
+                                            int64_t n_hi, int64_t N, int64_t K, int64_t G, int a8) {
+    int64_t ng = K / G, rb = K / 2;
+    for (int64_t n = n_lo; n < n_hi;) {
+        int R = n + 3 < n_hi ? 4 : 1;
+        const uint8_t *q = qw + n * rb;
         const float *ws = scales + n * ng;
         for (int64_t t = 0; t < T; t++) {
             const act4_t *a = act + t;
-            if (a->e == INT32_MIN) continue;
-            __m512 f0 = _mm512_setzero_ps(), f1 = f0;
-            for (int64_t p = 0; p < nb; p++) {
-                if (!(p & 1)) PREFETCH(q + 32 * p);
-                __m512i u = unpack32_avx512(q + 32 * p, MIN(32, row_bytes - 32 * p));
-                __m512i a0 = zeros ? _mm512_setzero_si512() : _mm512_loadu_si512(a->init + p * 16);
-                a0 = _mm512_dpbusd_epi32(a0, u, _mm512_loadu_si512(a->xp[0] + 64 * p));
-                __m512i a1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a->xp[1] + 64 * p));
-                __m512i a2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(a->xp[2] + 64 * p));
-                __m512i comb = _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_slli_epi32(a1, 8), _mm512_slli_epi32(a2, 16)));
-                __m512 sv = G == 32 ? pair_scales(ws, NULL, 2 * p, 2 * p + 1 < ng) : _mm512_set1_ps(ws[(64 * p) / G]);
-                if (p & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(comb), sv, f1);
-                else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(comb), sv, f0);
+            float s[4];
+            if (!a8 && a->e == INT32_MIN) continue;          /* non-finite x: the caller computes in float */
+            if (a8 && R == 4) DIG64_CALL(4, 1);
+            else if (a8) DIG64_CALL(1, 1);
+            else if (R == 4) DIG64_CALL(4, 3);
+            else DIG64_CALL(1, 3);
+            float p2 = a8 ? 1.0f : (a->e >= -126 && a->e <= 126) ? ldexpf(1.0f, -a->e) : 0.0f;   /* 2^-e exact */
+            for (int r = 0; r < R; r++) {
+                if (zeros) s[r] -= zp_term_avx512(ws + r * ng, zeros + (n + r) * ng, a->zc, ng);
+                out[t * N + n + r] = p2 != 0.0f ? s[r] * p2 : ldexpf(s[r], -a->e);
             }
-            float s = _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
-            if (zeros) s -= zp_term_avx512(ws, zeros + n * ng, a->zc, ng);
-            out[t * N + n] = ldexpf(s, -a->e);
         }
+        n += R;
     }
 }
 
@@ -254,20 +248,149 @@ static void w4a16_rows_scalar(float *out, const float *x, const uint8_t *qw, con
 
 /* ---------------- preparation and dispatch ---------------- */
 
-/* Accumulator start values for the symmetric code (z = 8): init (ceil(nb / per), 16) where lane i of
- * scale block sb starts at -8 * the sum of the integers lane i multiplies in its blocks; the integer at
- * a permuted position is p0 + 256 p1 + 65536 p2 (p1, p2 NULL for int8 activations). */
-static void lane_init(int32_t *init, const int8_t *p0, const int8_t *p1, const int8_t *p2, int64_t nb, int64_t per) {
-    memset(init, 0, (size_t)(cdiv(nb, per) * 16) * sizeof(int32_t));
+/* lanes of the 64-byte blocks: g0 (nb64,) the group of each block's first byte; pat (nb64, 16) each lane's
+ * group minus g0 (G % 128 != 0 only; a dword never straddles groups as G % 8 == 0) */
+static void lane_tables(int32_t *g0, int32_t *pat, int64_t K, int64_t G) {
+    int64_t half = G / 2, rb = K / 2, nb = cdiv(rb, 64);
     for (int64_t blk = 0; blk < nb; blk++) {
-        int32_t *dst = init + (blk / per) * 16;
-        for (int64_t lane = 0; lane < 16; lane++) {
-            int64_t i = 64 * blk + 4 * lane;
-            int32_t s = p0[i] + p0[i + 1] + p0[i + 2] + p0[i + 3];
-            if (p1) s += 256 * (p1[i] + p1[i + 1] + p1[i + 2] + p1[i + 3]) +
-                         65536 * (p2[i] + p2[i + 1] + p2[i + 2] + p2[i + 3]);
-            dst[lane] -= 8 * s;
+        g0[blk] = (int32_t)(64 * blk / half);
+        if (!pat) continue;
+        if (64 % half == 0 && blk > 0 && 64 * blk + 63 < rb)      /* G = 8..64: every full block alike */
+            memcpy(pat + 16 * blk, pat, 16 * sizeof(int32_t));
+        else
+            for (int i = 0; i < 16; i++)
+                pat[16 * blk + i] = (int32_t)(MIN(64 * blk + 4 * i, rb - 1) / half - g0[blk]);
+    }
+}
+
+#if PYINFER_X86
+/* Accumulator start values for the symmetric code (z = 8), 64-byte blocks: init (nb64, 16), lane i of
+ * block blk starts at -8 * the sum of the activation integers it multiplies (4 low-, 4 high-nibble
+ * positions); the integer at a permuted position is p0 + 256 p1 + 65536 p2 (p1, p2 NULL for int8). */
+TARGET_AVX512 static void lane_init64(int32_t *init, const int8_t *p0, const int8_t *p1, const int8_t *p2, int64_t nb) {
+    const __m512i ones = _mm512_set1_epi8(1), z = _mm512_setzero_si512();
+    const int8_t *pl[3] = {p0, p1, p2};
+    for (int64_t blk = 0; blk < nb; blk++) {
+        __m512i s = z;
+        for (int j = 0; j < (p1 ? 3 : 1); j++) {
+            __m512i d = _mm512_dpbusd_epi32(z, ones, _mm512_loadu_si512(pl[j] + 128 * blk));
+            d = _mm512_dpbusd_epi32(d, ones, _mm512_loadu_si512(pl[j] + 128 * blk + 64));
+            s = _mm512_add_epi32(s, _mm512_slli_epi32(d, 8 * j));
         }
+        _mm512_storeu_si512(init + 16 * blk, _mm512_mullo_epi32(s, _mm512_set1_epi32(-8)));
+    }
+}
+#endif
+
+static void matmul_w4a8_gemv(float *out, const float *x, const uint8_t *qw, const float *scales,
+                             const uint8_t *zeros, int64_t T, int64_t N, int64_t K, int64_t G, int isa) {
+    int avx512 = PYINFER_X86 && isa >= ISA_AVX512 && G % 8 == 0;
+    int avx2 = PYINFER_X86 && !avx512 && isa >= ISA_AVX2 && G % 32 == 0;
+    int64_t B = avx512 ? 64 : 16, xp_len = 2 * B * cdiv(K / 2, B) + 2 * B, nb = cdiv(K / 2, 64), ng = K / G;
+    act4_t *act = calloc((size_t)T, sizeof *act);
+    int8_t *bytes = malloc((size_t)(T * (K + xp_len)) + 1);          /* per token: xq (K,), xp (xp_len,) */
+    float *xs = malloc((size_t)(T * ng) * sizeof(float) + 1);
+    int32_t *init = malloc((size_t)(T * nb * 16 + 2 * nb + 16 * nb) * sizeof(int32_t));  /* + g0, pat */
+    double *gsum = malloc((size_t)(T * ng) * sizeof(double) + 1);
+    float *zc = malloc((size_t)(T * ng) * sizeof(float) + 1);
+    if (!act || !bytes || !xs || !init || !gsum || !zc) goto done;
+    lanes_t ln = {G % 128 ? init + T * nb * 16 + 2 * nb : NULL, init + T * nb * 16};
+    if (avx512) lane_tables((int32_t *)ln.g0, (int32_t *)ln.pat, K, G);
+    for (int64_t t = 0; t < T; t++) {
+        act4_t *a = act + t;
+        a->xq = bytes + t * (K + xp_len);
+        a->xp[0] = a->xq + K;
+        a->xs = xs + t * ng;
+        a->gsum = gsum + t * ng;
+        a->zc = zc + t * ng;
+        a->init = init + t * nb * 16;
+        quantize_row_i8(a->xq, a->xs, x + t * K, K, G);
+        nibble_order(a->xp[0], a->xq, K, G, B);
+        if (zeros || !avx512)                       /* sum of each group's activation integers */
+            for (int64_t g = 0; g < ng; g++) {
+                int64_t s = 0;
+                for (int64_t k = g * G; k < (g + 1) * G; k++) s += a->xq[k];
+                a->gsum[g] = (double)s;
+                a->zc[g] = (float)s * a->xs[g];
+            }
+#if PYINFER_X86
+        if (avx512 && !zeros) lane_init64(a->init, a->xp[0], NULL, NULL, nb);
+#endif
+    }
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+#if PYINFER_X86
+        if (avx512) dig64_rows_avx512(out, act, &ln, qw, scales, zeros, T, lo, hi, N, K, G, 1);
+        else if (avx2) w4a8_rows_avx2(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
+        else
+#endif
+            w4a8_rows_scalar(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
+    }
+done:
+    free(act); free(bytes); free(xs); free(init); free(gsum); free(zc);
+}
+
+#if PYINFER_X86
+/* W4A16 with AVX-512 on three digit planes (dig64_rows) */
+static void w4a16_digits(float *out, const float *x, const uint8_t *qw, const float *scales,
+                         const uint8_t *zeros, int64_t T, int64_t N, int64_t K, int64_t G) {
+    int64_t xp_len = 128 * cdiv(K / 2, 64) + 128, nb = cdiv(K / 2, 64), ng = K / G;
+    act4_t *act = calloc((size_t)T, sizeof *act);
+    int8_t *bytes = malloc((size_t)(T * 3 * xp_len + 3 * K));       /* per token: xp (3, xp_len); digits (3, K) */
+    int32_t *init = malloc((size_t)(T * nb * 16 + 2 * nb + 16 * nb) * sizeof(int32_t));
+    float *zc = malloc((size_t)(T * ng) * sizeof(float) + 1);
+    if (!act || !bytes || !init || !zc) goto done;
+    lanes_t ln = {G % 128 ? init + T * nb * 16 + 2 * nb : NULL, init + T * nb * 16};
+    lane_tables((int32_t *)ln.g0, (int32_t *)ln.pat, K, G);
+    int8_t *digits = bytes + T * 3 * xp_len;
+    for (int64_t t = 0; t < T; t++) {
+        act4_t *a = act + t;
+        for (int j = 0; j < 3; j++) a->xp[j] = bytes + (3 * t + j) * xp_len;
+        a->zc = zc + t * ng;
+        a->init = init + t * nb * 16;
+        a->e = split_row_digits(digits, digits + K, digits + 2 * K, x + t * K, K);
+        if (a->e == INT32_MIN) continue;
+        for (int j = 0; j < 3; j++) nibble_order(a->xp[j], digits + j * K, K, G, 64);
+        if (zeros)
+            for (int64_t g = 0; g < ng; g++) {
+                int64_t s = 0;
+                for (int64_t k = g * G; k < (g + 1) * G; k++) s += digits[k] + 256 * digits[K + k] + 65536 * digits[2 * K + k];
+                a->zc[g] = (float)s;
+            }
+        else lane_init64(a->init, a->xp[0], a->xp[1], a->xp[2], nb);
+    }
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+        dig64_rows_avx512(out, act, &ln, qw, scales, zeros, T, lo, hi, N, K, G, 0);
+        for (int64_t t = 0; t < T; t++)
+            if (act[t].e == INT32_MIN) w4a16_rows_scalar(out + t * N, x + t * K, qw, scales, zeros, 1, lo, hi, N, K, G);
+    }
+done:
+    free(act); free(bytes); free(init); free(zc);
+}
+#endif
+
+static void matmul_w4a16_gemv(float *out, const float *x, const uint8_t *qw, const float *scales,
+                              const uint8_t *zeros, int64_t T, int64_t N, int64_t K, int64_t G, int isa) {
+#if PYINFER_X86
+    if (isa >= ISA_AVX512 && G % 8 == 0) {
+        w4a16_digits(out, x, qw, scales, zeros, T, N, K, G);
+        return;
+    }
+#endif
+#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+    {
+        int64_t lo, hi;
+        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
+#if PYINFER_X86
+        if (isa >= ISA_AVX2) w4a16_rows_avx2(out, x, qw, scales, zeros, T, lo, hi, N, K, G);
+        else
+#endif
+            w4a16_rows_scalar(out, x, qw, scales, zeros, T, lo, hi, N, K, G);
     }
 }
 
@@ -281,68 +404,8 @@ static void matmul_w4(float *out, const float *x, const uint8_t *qw, const float
         gemm_dequant(out, x, qw, scales, zeros, T, N, K, G, 4);
         return;
     }
-    int avx512 = PYINFER_X86 && isa >= ISA_AVX512 && (G == 32 || G % 64 == 0);
-    int avx2 = PYINFER_X86 && !avx512 && isa >= ISA_AVX2 && G % 32 == 0;
-    int prep = a8 || avx512;                      /* W4A16 without AVX-512 reads x as it is */
-    int64_t nb = blocks32(K), B = avx512 ? 32 : 16, xp_len = 2 * B * cdiv(K / 2, B) + 64;
-    int64_t per = a8 && G != 32 ? G / 64 : 1, ng = K / G;
-    act4_t *act = calloc((size_t)T, sizeof *act);
-    int8_t *bytes = malloc((size_t)(T * (K + 3 * xp_len)) + 1);      /* per token: xq (K,), xp (3, xp_len) */
-    int8_t *digits = malloc((size_t)(3 * K) + 1);                     /* one token's digit planes (3, K) */
-    float *xs = malloc((size_t)(T * ng) * sizeof(float) + 1);
-    int32_t *init = malloc((size_t)(T * (nb + 1) * 16) * sizeof(int32_t));
-    double *gsum = malloc((size_t)(T * ng) * sizeof(double) + 1);
-    float *zc = malloc((size_t)(T * ng) * sizeof(float) + 1);
-    if (!act || !bytes || !digits || !xs || !init || !gsum || !zc) goto done;
-    for (int64_t t = 0; t < T && prep; t++) {
-        act4_t *a = act + t;
-        int8_t *base = bytes + t * (K + 3 * xp_len);
-        a->xq = base;
-        a->xs = xs + t * ng;
-        a->gsum = gsum + t * ng;
-        a->zc = zc + t * ng;
-        a->init = init + t * (nb + 1) * 16;
-        for (int j = 0; j < 3; j++) a->xp[j] = base + K + j * xp_len;
-        const int8_t *planes[3] = {a->xq, NULL, NULL};
-        if (a8) {
-            quantize_row_i8(a->xq, a->xs, x + t * K, K, G);
-            nibble_order(a->xp[0], a->xq, K, G, B);
-        } else {
-            a->e = split_row_digits(digits, digits + K, digits + 2 * K, x + t * K, K);
-            if (a->e == INT32_MIN) continue;
-            for (int j = 0; j < 3; j++) nibble_order(a->xp[j], digits + j * K, K, G, B);
-            for (int j = 0; j < 3; j++) planes[j] = digits + j * K;
-        }
-        if (zeros || !avx512)                       /* sum of each group's activation integers */
-            for (int64_t g = 0; g < ng; g++) {
-                int64_t s = 0;
-                for (int64_t k = g * G; k < (g + 1) * G; k++)
-                    s += planes[0][k] + (planes[1] ? 256 * planes[1][k] + 65536 * planes[2][k] : 0);
-                a->gsum[g] = (double)s;
-                a->zc[g] = (float)s * (a8 ? a->xs[g] : 1.0f);
-            }
-        if (avx512 && !zeros)
-            lane_init(a->init, a->xp[0], a8 ? NULL : a->xp[1], a8 ? NULL : a->xp[2], nb, per);
-    }
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
-    {
-        int64_t lo, hi;
-        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
-#if PYINFER_X86
-        if (avx512 && a8) w4a8_rows_avx512(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
-        else if (avx512) {
-            w4a16_rows_avx512(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
-            for (int64_t t = 0; t < T; t++)
-                if (act[t].e == INT32_MIN) w4a16_rows_scalar(out + t * N, x + t * K, qw, scales, zeros, 1, lo, hi, N, K, G);
-        } else if (avx2 && a8) w4a8_rows_avx2(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
-        else if (avx2) w4a16_rows_avx2(out, x, qw, scales, zeros, T, lo, hi, N, K, G);
-        else
-#endif
-        if (a8) w4a8_rows_scalar(out, act, qw, scales, zeros, T, lo, hi, N, K, G);
-        else w4a16_rows_scalar(out, x, qw, scales, zeros, T, lo, hi, N, K, G);
-    }
-done:
-    free(act); free(bytes); free(digits); free(xs); free(init); free(gsum); free(zc);
+    if (a8) matmul_w4a8_gemv(out, x, qw, scales, zeros, T, N, K, G, isa);
+    else matmul_w4a16_gemv(out, x, qw, scales, zeros, T, N, K, G, isa);
 }
 
 void matmul_w4a16(float *out, const float *x, const uint8_t *qweight, const float *scales,

@@ -20,58 +20,72 @@ typedef struct {
 } digits_t;
 
 #if PYINFER_X86
+/* four horizontal sums at once: lane i < 4 of the result is the sum of the lanes of v[i] */
+TARGET_AVX512 static inline __m128i hsum4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) {
+    __m512i ab = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x44), _mm512_shuffle_i32x4(a, b, 0xEE));
+    __m512i cd = _mm512_add_epi32(_mm512_shuffle_i32x4(c, d, 0x44), _mm512_shuffle_i32x4(c, d, 0xEE));
+    __m512i t = _mm512_add_epi32(_mm512_shuffle_i32x4(ab, cd, 0x88), _mm512_shuffle_i32x4(ab, cd, 0xDD));
+    t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0x4E));
+    t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, (_MM_PERM_ENUM)0xB1));
+    return _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                            12, 8, 4, 0), t));
+}
+
+/* R (1 or 4) rows from q (row stride K): tot[r][p] = sum_k (q[r, k] + 128) c_p[k], p = 0, 1, 2.
+ * 64 weights per step: one load of each digit plane serves R rows; int32 lanes stay exact within
+ * chunks of 8192 (each lane sums <= 512 products of <= 255 * 128), then go to int64. */
+TARGET_AVX512 static inline __attribute__((always_inline)) void w8a16_dots(int64_t tot[4][3], const int8_t *q,
+                                                                        const int8_t *c, int64_t K, int R) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int r = 0; r < R; r++) tot[r][0] = tot[r][1] = tot[r][2] = 0;
+    for (int64_t k0 = 0; k0 < K; k0 += 8192) {
+        int64_t k1 = MIN(K, k0 + 8192);
+        __m512i acc[4][3];
+        for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_si512();
+        for (int64_t k = k0; k < k1; k += 64) {
+            __mmask64 m = k + 64 <= k1 ? ~(__mmask64)0 : (((__mmask64)1 << (k1 - k)) - 1);
+            __m512i d0 = _mm512_maskz_loadu_epi8(m, c + k), d1 = _mm512_maskz_loadu_epi8(m, c + K + k);
+            __m512i d2 = _mm512_maskz_loadu_epi8(m, c + 2 * K + k);
+            for (int r = 0; r < R; r++) {
+                const int8_t *p = q + r * K + k;
+                if (R == 4) __builtin_prefetch(p + 4 * K, 0, 3);    /* the same columns of the next pass */
+                else PREFETCH(p);
+                __m512i w = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, p), flip);   /* masked-out: 0x80 */
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w, d0);     /* ... times a zero digit */
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w, d1);
+                acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], w, d2);
+            }
+        }
+        if (R == 4) {
+            for (int p = 0; p < 3; p++) {
+                int32_t s[4];
+                _mm_storeu_si128((__m128i *)s, hsum4_epi32(acc[0][p], acc[1][p], acc[2][p], acc[3][p]));
+                for (int r = 0; r < 4; r++) tot[r][p] += s[r];
+            }
+        } else {
+            for (int p = 0; p < 3; p++) tot[0][p] += _mm512_reduce_add_epi32(acc[0][p]);
+        }
+    }
+}
+
 TARGET_AVX512 static void w8a16_rows_avx512(float *out, const digits_t *dg, const int8_t *qw, const float *scales,
                                             int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K) {
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (int64_t n = n_lo; n < n_hi; n += 2) {
-        int rows = n + 1 < n_hi ? 2 : 1;
-        const int8_t *q0 = qw + n * K, *q1 = rows == 2 ? q0 + K : q0;
+    for (int64_t n = n_lo; n < n_hi;) {
+        int R = n + 3 < n_hi ? 4 : 1;
         for (int64_t t = 0; t < T; t++) {
             const digits_t *d = dg + t;
             if (d->e == INT32_MIN) continue;                 /* non-finite x: done in float below */
-            const int8_t *c0 = d->c, *c1 = c0 + K, *c2 = c1 + K;
-            int64_t tot[2][3] = {{0}};
-            for (int64_t k0 = 0; k0 < K; k0 += 8192) {           /* int32 lanes never overflow */
-                int64_t k1 = MIN(K, k0 + 8192);
-                __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-                int64_t k = k0;
-                for (; k + 64 <= k1; k += 64) {
-                    PREFETCH(q0 + k);
-                    PREFETCH(q1 + k);
-                    __m512i d0 = _mm512_loadu_si512(c0 + k), d1 = _mm512_loadu_si512(c1 + k);
-                    __m512i d2 = _mm512_loadu_si512(c2 + k);
-                    __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(q0 + k), flip);
-                    __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512(q1 + k), flip);
-                    a00 = _mm512_dpbusd_epi32(a00, w0, d0);
-                    a01 = _mm512_dpbusd_epi32(a01, w0, d1);
-                    a02 = _mm512_dpbusd_epi32(a02, w0, d2);
-                    a10 = _mm512_dpbusd_epi32(a10, w1, d0);
-                    a11 = _mm512_dpbusd_epi32(a11, w1, d1);
-                    a12 = _mm512_dpbusd_epi32(a12, w1, d2);
-                }
-                if (k < k1) {
-                    __mmask64 m = ((__mmask64)1 << (k1 - k)) - 1;
-                    __m512i d0 = _mm512_maskz_loadu_epi8(m, c0 + k), d1 = _mm512_maskz_loadu_epi8(m, c1 + k);
-                    __m512i d2 = _mm512_maskz_loadu_epi8(m, c2 + k);
-                    __m512i w0 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q0 + k), flip);
-                    __m512i w1 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q1 + k), flip);
-                    a00 = _mm512_dpbusd_epi32(a00, w0, d0);
-                    a01 = _mm512_dpbusd_epi32(a01, w0, d1);
-                    a02 = _mm512_dpbusd_epi32(a02, w0, d2);
-                    a10 = _mm512_dpbusd_epi32(a10, w1, d0);
-                    a11 = _mm512_dpbusd_epi32(a11, w1, d1);
-                    a12 = _mm512_dpbusd_epi32(a12, w1, d2);
-                }
-                tot[0][0] += _mm512_reduce_add_epi32(a00); tot[0][1] += _mm512_reduce_add_epi32(a01);
-                tot[0][2] += _mm512_reduce_add_epi32(a02); tot[1][0] += _mm512_reduce_add_epi32(a10);
-                tot[1][1] += _mm512_reduce_add_epi32(a11); tot[1][2] += _mm512_reduce_add_epi32(a12);
-            }
-            for (int r = 0; r < rows; r++) {
+            int64_t tot[4][3];
+            if (R == 4) w8a16_dots(tot, qw + n * K, d->c, K, 4);
+            else w8a16_dots(tot, qw + n * K, d->c, K, 1);
+            double p2 = ldexp(1.0, -d->e);                   /* exact: e is within +-160 */
+            for (int r = 0; r < R; r++) {
                 double dot = (double)(tot[r][0] - 128 * d->sums[0]) + 256.0 * (double)(tot[r][1] - 128 * d->sums[1]) +
                              65536.0 * (double)(tot[r][2] - 128 * d->sums[2]);
-                out[t * N + n + r] = (float)ldexp(dot, -d->e) * scales[n + r];
+                out[t * N + n + r] = (float)(dot * p2) * scales[n + r];
             }
         }
+        n += R;
     }
 }
 

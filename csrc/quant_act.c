@@ -78,13 +78,32 @@ TARGET_AVX512 static void split_avx512(int8_t *c0, int8_t *c1, int8_t *c2, const
 }
 #endif
 
+#if PYINFER_X86
+/* max |x|, or inf when x holds inf or NaN */
+TARGET_AVX512 static float absmax_avx512(const float *x, int64_t K) {
+    __m512 m = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t k = 0; k < K; k += 16) {
+        __mmask16 in = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(in, x + k));
+        bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(3.4e38f), _CMP_NLE_UQ);   /* > 3.4e38 or NaN */
+        m = _mm512_max_ps(m, a);
+    }
+    return bad ? INFINITY : _mm512_reduce_max_ps(m);
+}
+#endif
+
 /* Returns e, or INT32_MIN when x holds inf or NaN (the caller then computes in float). */
 int split_row_digits(int8_t *c0, int8_t *c1, int8_t *c2, const float *x, int64_t K) {
     float m = 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-        float a = fabsf(x[k]);
-        m = a > m ? a : m;
-    }
+#if PYINFER_X86
+    if (pyinfer_isa() >= ISA_AVX512) m = absmax_avx512(x, K);
+    else
+#endif
+        for (int64_t k = 0; k < K; k++) {
+            float a = fabsf(x[k]);
+            m = a > m || a != a ? a : m;              /* a NaN sticks */
+        }
     if (!(m <= 3.4e38f)) return INT32_MIN;
     int ex = 0;
     if (m > 0.0f) frexpf(m, &ex);                 /* m = f 2^ex, f in [0.5, 1) */

@@ -54,7 +54,7 @@ def test_decode_step_matches_composed_reference(weights, isa, rng, fmt):
     got_cache, want_cache = cache.copy(), cache.copy()
     from pyinfer import _C
     got = make_decode_step(_C.ffi, _C.lib)(poisoned((B, SMALL.vocab_size)), *args, got_cache[0], got_cache[1], plan)
-    if fmt and fmt.endswith("-a8"):
+    if fmt and w.layers[0].wq.fmt.act_int8:          # W4A8 and W8A8 (int8-gG) quantize activations
         # int8 activations: a float difference of one ulp anywhere may flip a later rint(x / s) by one
         # step, which moves the outputs by ~1%. Bit-for-bit kernels are checked one by one in
         # test_c_quant; here the fused step must equal the same C kernels composed op by op.

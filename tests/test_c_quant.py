@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from pyinfer.kernels import reference as ref
-from pyinfer.quant import quantize
+from pyinfer.quant import QuantFormat, quantize
 from tests.c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
 from tests.conftest import poisoned
 
-# (format, K): K a multiple of G but odd group counts and K % 64 != 0 included
-CASES = [("int8", 1), ("int8", 7), ("int8", 300), ("int8-g32", 32), ("int8-g32", 96), ("int8-g64", 192),
+# (format, K): K a multiple of G but odd group counts and K % 64 != 0 included; W8A16 past one
+# 8192-wide int32 chunk
+CASES = [("int8", 1), ("int8", 7), ("int8", 300), ("int8", 8257), ("int8-g32", 32), ("int8-g32", 96), ("int8-g64", 192),
          ("int8-g32", 4096), ("int4-g32", 32), ("int4-g32", 96), ("int4-g64-zp", 64), ("int4-g128", 384),
          ("int4-g32-a8", 32), ("int4-g32-a8", 160), ("int4-g64-a8", 128), ("int4-g128-zp-a8", 256),
          ("int4-g32-zp-a8", 1056), ("int4-g128-a8", 4096)]
@@ -46,6 +47,42 @@ def test_quantized_matmul_matches_reference(c, isa, rng, fmt, K, T, N):
     got = c[name](poisoned((T, N)), x, *qt.kernel_args())
     want = getattr(ref, name)(poisoned((T, N)), x, *qt.kernel_args())
     assert_sum_close(got, want, magnitude(x, qt, qt.fmt.act_int8), what=f"{fmt} K={K} ({isa})")
+
+
+# The int4 AVX-512 bodies read 64-byte blocks (128 weights) of four rows at a time: group sizes that put
+# 16, 8, 4, 2 or 1 groups in a block, groups that straddle blocks (24, 96) and span several (256);
+# K/2 not a multiple of 64 (a partial last block); N % 4 != 0 (rows left over from the four-row pass).
+@pytest.mark.parametrize("G,K", [(8, 40), (24, 264), (32, 4160), (64, 192), (96, 480), (128, 1152), (256, 768)])
+@pytest.mark.parametrize("zp", [False, True])
+@pytest.mark.parametrize("a8", [False, True])
+def test_int4_group_sizes_blocks_and_row_tails(c, isa, rng, G, K, zp, a8):
+    fmt = QuantFormat(f"int4-g{G}{'-zp' if zp else ''}{'-a8' if a8 else ''}", 4, G, zp, a8)
+    T, N = 2, 4 * int(rng.integers(1, 4)) + int(rng.integers(1, 4))
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    w[-1, : K // 2] = 0.0                                       # zero groups in a leftover row
+    qt = quantize(w, fmt)
+    x = rng.standard_normal((T, K)).astype(np.float32) * rng.uniform(0.01, 10)
+    name = fmt.kernel
+    got = c[name](poisoned((T, N)), x, *qt.kernel_args())
+    want = getattr(ref, name)(poisoned((T, N)), x, *qt.kernel_args())
+    assert_sum_close(got, want, magnitude(x, qt, a8), what=f"{fmt.name} K={K} N={N} ({isa})")
+
+
+@pytest.mark.parametrize("fmt", ["int4-g32", "int4-g128-zp", "int8"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a16_non_finite_activation_row(c, isa, rng, fmt, bad):
+    """A token holding inf or NaN takes the float path (no 24-bit fixed point); the others are unaffected."""
+    K, N = 256, 9
+    qt = quantize(rng.standard_normal((N, K)).astype(np.float32), fmt)
+    x = rng.standard_normal((3, K)).astype(np.float32)
+    x[1, 5] = bad
+    name = qt.fmt.kernel
+    got = c[name](poisoned((3, N)), x, *qt.kernel_args())
+    with np.errstate(invalid="ignore"):
+        want = getattr(ref, name)(poisoned((3, N)), x, *qt.kernel_args())
+    keep = [0, 2]
+    assert_sum_close(got[keep], want[keep], magnitude(x[keep], qt, False), what=f"{fmt} ({isa})")
+    np.testing.assert_array_equal(got[1], want[1])             # +-inf or nan (inf * 0) as numpy gives
 
 
 @pytest.mark.parametrize("K,G", [(32, 32), (96, 32), (128, 64), (48, 16), (10, 2)])
