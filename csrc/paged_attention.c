@@ -164,15 +164,6 @@ INLINE void pv_heads(float *o, const float *p, const float *corr, const float *v
     }
 }
 
-/* prefetch (to L2) the hd floats at base + off[j] for the KCH rows */
-INLINE void prefetch_rows(const float *kbase, const float *vbase, const int64_t *off, int64_t hd) {
-    for (int j = 0; j < KCH; j++)
-        for (int64_t d = 0; d < hd; d += 16) {
-            __builtin_prefetch(kbase + off[j] + d, 0, 2);
-            __builtin_prefetch(vbase + off[j] + d, 0, 2);
-        }
-}
-
 typedef struct {
     const float *k, *v;         /* caches (num_blocks, block_size, KVH, hd) */
     const int64_t *table;       /* this sequence's block table */
@@ -190,18 +181,14 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
     }
     memset(o, 0, (size_t)(H * hd) * sizeof(float));
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    int64_t off[KCH], next[KCH];
+    int64_t off[KCH];
     v16f acc[HEAD_TILE * KCH], sc[HEAD_TILE];      /* 8 KiB of partial dot products; scores of a tile */
-    chunk_rows(off, lo, hi, a->table, a->bs, row);
     for (int64_t c0 = lo; c0 < hi; c0 += KCH) {
         int64_t n = MIN(KCH, hi - c0);
-        if (c0 + KCH < hi) chunk_rows(next, c0 + KCH, hi, a->table, a->bs, row);
-        else memcpy(next, off, sizeof off);
+        chunk_rows(off, c0, hi, a->table, a->bs, row);
         v16i valid = lane < (v16i){0} + (int32_t)n;
         for (int64_t kvh = 0; kvh < KVH; kvh++) {
             const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd;
-            if (kvh + 1 < KVH) prefetch_rows(kb + hd, vb + hd, off, hd);   /* the next slice read */
-            else prefetch_rows(a->k, a->v, next, hd);
             for (int64_t g0 = 0; g0 < group; g0 += HEAD_TILE) {
                 int64_t nh = MIN(HEAD_TILE, group - g0);
                 qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh);
@@ -218,7 +205,6 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
             }
             pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group);
         }
-        memcpy(off, next, sizeof off);
     }
 }
 
