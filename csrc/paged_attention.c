@@ -62,7 +62,7 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
 
 #define KCH 16              /* keys per chunk: one score vector */
 #define PART_KEYS 256       /* keys per work item */
-#define HEAD_TILE 8         /* query heads sharing each V load in P.V */
+#define HEAD_TILE 8         /* query heads sharing each K / V load, at most (16 zmm accumulators) */
 
 /* offsets (in floats) of the rows of keys [c0, c0 + KCH) in the caches; past hi the last row repeats */
 INLINE void chunk_rows(int64_t *off, int64_t c0, int64_t hi, const int64_t *table, int64_t bs, int64_t row) {
@@ -91,9 +91,44 @@ INLINE void qk_tile(v16f *acc, const float *q, const float *kbase, const int64_t
     }
 }
 
+/* the same with 8-float vectors, straight to scores: sc[t * KCH + j] = q_t . k_j over all hd columns */
+INLINE void qk_tile8(float *sc, const float *q, const float *kbase, const int64_t *off, int64_t hd, const int NH) {
+    int64_t hd8 = hd & ~(int64_t)7;
+    for (int j = 0; j < KCH; j++) {
+        const float *kp = kbase + off[j];
+        v8f a[HEAD_TILE];
+        for (int t = 0; t < NH; t++) a[t] = (v8f){0};
+        for (int64_t d0 = 0; d0 < hd8; d0 += 8) {
+            v8f kv = v8f_load(kp + d0);
+            for (int t = 0; t < NH; t++) a[t] += v8f_load(q + t * hd + d0) * kv;
+        }
+        for (int t = 0; t < NH; t++) {
+            float x = v8f_hsum(a[t]);
+            for (int64_t d = hd8; d < hd; d++) x += q[t * hd + d] * kp[d];
+            sc[t * KCH + j] = x;
+        }
+    }
+}
+
 /* scores s[t] (lane j = q_t . k_j) for nh <= HEAD_TILE heads; q: (nh, hd) */
 INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd,
-                     int64_t nh) {
+                     int64_t nh, const int narrow) {
+    /* nh <= the caller's tile: the cases past it are never taken */
+    if (narrow) {
+        float *sc = (float *)acc;
+        switch (nh) {
+        case 1: qk_tile8(sc, q, kbase, off, hd, 1); break;
+        case 2: qk_tile8(sc, q, kbase, off, hd, 2); break;
+        case 3: qk_tile8(sc, q, kbase, off, hd, 3); break;
+        case 4: qk_tile8(sc, q, kbase, off, hd, 4); break;
+        case 5: qk_tile8(sc, q, kbase, off, hd, 5); break;
+        case 6: qk_tile8(sc, q, kbase, off, hd, 6); break;
+        case 7: qk_tile8(sc, q, kbase, off, hd, 7); break;
+        default: qk_tile8(sc, q, kbase, off, hd, 8); break;
+        }
+        for (int64_t t = 0; t < nh; t++) s[t] = v16f_load(sc + t * KCH);
+        return;
+    }
     int64_t hd16 = hd & ~(int64_t)15;
     if (hd16 == hd) {
         switch (nh) {                  /* a constant NH per call: the accumulators stay in registers */
@@ -146,12 +181,46 @@ INLINE void pv_tile(float *o, const float *p, const float *corr, const float *vb
         }
 }
 
+/* pv_tile with 8-float vectors */
+INLINE void pv_tile8(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
+                     const int NH) {
+    int64_t d0 = 0;
+    for (; d0 + 8 <= hd; d0 += 8) {
+        v8f acc[HEAD_TILE];
+        for (int t = 0; t < NH; t++) acc[t] = v8f_load(o + t * hd + d0) * corr[t];
+        for (int j = 0; j < KCH; j++) {
+            v8f v = v8f_load(vbase + off[j] + d0);
+            for (int t = 0; t < NH; t++) acc[t] += v * p[t * KCH + j];
+        }
+        for (int t = 0; t < NH; t++) v8f_store(o + t * hd + d0, acc[t]);
+    }
+    for (int64_t d = d0; d < hd; d++)
+        for (int t = 0; t < NH; t++) {
+            float a = o[t * hd + d] * corr[t];
+            for (int j = 0; j < KCH; j++) a += p[t * KCH + j] * vbase[off[j] + d];
+            o[t * hd + d] = a;
+        }
+}
+
 INLINE void pv_heads(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
-                     int64_t nh) {
-    for (int64_t t0 = 0; t0 < nh; t0 += HEAD_TILE) {   /* a constant NH per call: accumulators in registers */
+                     int64_t nh, const int tile, const int narrow) {
+    for (int64_t t0 = 0; t0 < nh; t0 += tile) {   /* a constant NH per call: accumulators in registers */
         float *ot = o + t0 * hd;
         const float *pt = p + t0 * KCH, *ct = corr + t0;
-        switch (MIN(HEAD_TILE, nh - t0)) {
+        if (narrow) {
+            switch (MIN(tile, nh - t0)) {
+            case 1: pv_tile8(ot, pt, ct, vbase, off, hd, 1); break;
+            case 2: pv_tile8(ot, pt, ct, vbase, off, hd, 2); break;
+            case 3: pv_tile8(ot, pt, ct, vbase, off, hd, 3); break;
+            case 4: pv_tile8(ot, pt, ct, vbase, off, hd, 4); break;
+            case 5: pv_tile8(ot, pt, ct, vbase, off, hd, 5); break;
+            case 6: pv_tile8(ot, pt, ct, vbase, off, hd, 6); break;
+            case 7: pv_tile8(ot, pt, ct, vbase, off, hd, 7); break;
+            default: pv_tile8(ot, pt, ct, vbase, off, hd, 8); break;
+            }
+            continue;
+        }
+        switch (MIN(tile, nh - t0)) {
         case 1: pv_tile(ot, pt, ct, vbase, off, hd, 1); break;
         case 2: pv_tile(ot, pt, ct, vbase, off, hd, 2); break;
         case 3: pv_tile(ot, pt, ct, vbase, off, hd, 3); break;
@@ -171,9 +240,10 @@ typedef struct {
 } decode_args_t;
 
 /* keys [lo, hi) of one sequence for all H heads. qs: (H, hd) scaled queries. Writes o (H, hd)
- * unnormalised, m and l (H,). p: (H, KCH), corr: (H,) scratch. */
+ * unnormalised, m and l (H,). p: (H, KCH), corr: (H,) scratch. tile: heads per K / V load, as many
+ * accumulators as the instruction set's registers hold; narrow: 8-float vectors (AVX2, SSE). */
 INLINE void decode_part(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
-                        int64_t hi, float *p, float *corr) {
+                        int64_t hi, float *p, float *corr, const int tile, const int narrow) {
     int64_t H = a->H, KVH = a->KVH, hd = a->hd, group = H / KVH, row = KVH * hd;
     for (int64_t h = 0; h < H; h++) {
         m[h] = -INFINITY;
@@ -189,9 +259,9 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
         v16i valid = lane < (v16i){0} + (int32_t)n;
         for (int64_t kvh = 0; kvh < KVH; kvh++) {
             const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd;
-            for (int64_t g0 = 0; g0 < group; g0 += HEAD_TILE) {
-                int64_t nh = MIN(HEAD_TILE, group - g0);
-                qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh);
+            for (int64_t g0 = 0; g0 < group; g0 += tile) {
+                int64_t nh = MIN(tile, group - g0);
+                qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh, narrow);
                 for (int64_t t = 0; t < nh; t++) {
                     int64_t g = g0 + t, h = kvh * group + g;
                     v16f s = v16f_select(valid, sc[t], v16f_splat(-INFINITY));
@@ -203,7 +273,7 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
                     v16f_store(p + g * KCH, e);
                 }
             }
-            pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group);
+            pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group, tile, narrow);
         }
     }
 }
@@ -211,16 +281,16 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
 #if PYINFER_X86
 TARGET_AVX512 static void decode_part_avx512(float *o, float *m, float *l, const float *qs, const decode_args_t *a,
                                              int64_t lo, int64_t hi, float *p, float *corr) {
-    decode_part(o, m, l, qs, a, lo, hi, p, corr);
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 8, 0);
 }
 TARGET_AVX2 static void decode_part_avx2(float *o, float *m, float *l, const float *qs, const decode_args_t *a,
                                          int64_t lo, int64_t hi, float *p, float *corr) {
-    decode_part(o, m, l, qs, a, lo, hi, p, corr);
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 8, 1);
 }
 #endif
 static void decode_part_scalar(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
                                int64_t hi, float *p, float *corr) {
-    decode_part(o, m, l, qs, a, lo, hi, p, corr);
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 4, 1);
 }
 
 /* out[b, h] = the partitions' partials of sequence b combined by log-sum-exp; part: (H * (hd + 2)) each

@@ -77,4 +77,17 @@ VINLINE v16f v16f_sum16(const v16f a[16]) {
     return __builtin_shuffle(d[0], d[1], (v16i){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}) +
            __builtin_shuffle(d[0], d[1], (v16i){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
 }
+
+/* 8 floats: one ymm register, two xmm ones. Bodies for AVX2 and SSE use these where arrays of v16f
+ * would live in memory (GCC lowers a 64-byte vector it has no register for through the stack). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+VINLINE v8f v8f_load(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+VINLINE void v8f_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+VINLINE float v8f_hsum(v8f v) {
+    v += __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1});
+    v += __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0});
+    return v[0];
+}
 #endif
