@@ -103,7 +103,8 @@ def main():
         r["kv_mb"] = round(kv_bytes / 1e6, 1)
         cases[name] = r
         print(name, json.dumps(r), flush=True)
-    res = {"triad_gbs": round(triad, 2), "wall_triad_gbs": round(ceil["triad_gbs"], 2), "read_gbs": round(ceil["read_gbs"], 2),
+    res = {"triad_gbs": round(triad, 2), "wall_triad_gbs": round(ceil["triad_gbs"], 2),
+           "read_gbs": round(ceil["read_gbs"], 2),
            "clock": "thread_time" if c_cpu.num_threads() == 1 else "perf_counter", "pool_mib": round(pool_mib),
            "threads": c_cpu.num_threads(), "isa": c_cpu.isa(), "shape": dict(H=H, KVH=KVH, hd=HD, block_size=BS),
            "cases": cases}

@@ -3,15 +3,13 @@
  * paged_prefill_attention: varlen causal attention (prefill, chunked prefill, any mix): each
  * sequence runs the flash core of attention.c over its cached context.
  * paged_decode_attention: one query token per sequence, Flash-Decoding: the context of each
- * (sequence, KV head) is split over threads; each split keeps its own running max m, sum l and
- * output, and the splits are combined by log-sum-exp. Memory-bound: K and V are streamed once,
- * straight from the cache blocks (no packing), all heads of a GQA group sharing each load. */
+ * sequence is cut into partitions of a fixed number of keys, shared among threads; each keeps its
+ * own running max m, sum l and output per head, and they are combined by log-sum-exp. Memory-bound:
+ * K and V are streamed once, straight from the cache blocks (no packing), all heads of a GQA group
+ * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py). */
 #include "common.h"
 #include "vecmath.h"
 #include "attention.h"
-
-#define CHUNK 32           /* keys scored at a time */
-#define MIN_SPLIT 256      /* keys per split, at least */
 
 /* 0 when every index a sequence uses is in range, else 1 + the first bad sequence */
 static int64_t check_tables(const int64_t *block_tables, const int64_t *context_lens, const int64_t *cu,
