@@ -17,8 +17,9 @@ void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H
                      float scale, const kv_source_t *src_heads, int parallel);
 
 
-/* decode attention without argument checks (paged_attention.c); the fused step calls it directly */
-void paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
-                       const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
-                       int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads);
+/* decode attention without argument checks (paged_attention.c); the fused step calls it directly.
+ * 0, or -1 when its scratch could not be allocated (out is then NaN). */
+int paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
+                      const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
+                      int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads);
 #endif

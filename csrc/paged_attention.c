@@ -3,15 +3,13 @@
  * paged_prefill_attention: varlen causal attention (prefill, chunked prefill, any mix): each
  * sequence runs the flash core of attention.c over its cached context.
  * paged_decode_attention: one query token per sequence, Flash-Decoding: the context of each
- * (sequence, KV head) is split over threads; each split keeps its own running max m, sum l and
- * output, and the splits are combined by log-sum-exp. Memory-bound: K and V are streamed once,
- * straight from the cache blocks (no packing), all heads of a GQA group sharing each load. */
+ * sequence is cut into partitions of a fixed number of keys, shared among threads; each keeps its
+ * own running max m, sum l and output per head, and they are combined by log-sum-exp. Memory-bound:
+ * K and V are streamed once, straight from the cache blocks (no packing), all heads of a GQA group
+ * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py). */
 #include "common.h"
 #include "vecmath.h"
 #include "attention.h"
-
-#define CHUNK 32           /* keys scored at a time */
-#define MIN_SPLIT 256      /* keys per split, at least */
 
 /* 0 when every index a sequence uses is in range, else 1 + the first bad sequence */
 static int64_t check_tables(const int64_t *block_tables, const int64_t *context_lens, const int64_t *cu,
@@ -54,148 +52,323 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
     return 0;
 }
 
-/* ---- decode ---- */
+/* ---- decode ----
+ * Work item = (sequence, partition of PART_KEYS consecutive keys), all heads: each chunk of KCH keys
+ * (rows of KVH * hd floats, found through the block table, so a chunk may span blocks) is read once,
+ * KV head after KV head, for the whole GQA group of that head. The partition size does not depend
+ * on the thread count, so neither does the result (bitwise). */
 
-INLINE float dot_hd(const float *a, const float *b, int64_t hd) {
-    v16f acc = v16f_splat(0.0f);
-    int64_t d = 0;
-    for (; d + 16 <= hd; d += 16) acc += v16f_load(a + d) * v16f_load(b + d);
-    float s = v16f_hsum(acc);
-    for (; d < hd; d++) s += a[d] * b[d];
-    return s;
+#define KCH 16              /* keys per chunk: one score vector */
+#define PART_KEYS 256       /* keys per work item */
+#define HEAD_TILE 8         /* query heads sharing each K / V load, at most (16 zmm accumulators) */
+
+/* offsets (in floats) of the rows of keys [c0, c0 + KCH) in the caches; past hi the last row repeats */
+INLINE void chunk_rows(int64_t *off, int64_t c0, int64_t hi, const int64_t *table, int64_t bs, int64_t row) {
+    for (int j = 0; j < KCH; j++) {
+        int64_t s = MIN(c0 + j, hi - 1);
+        off[j] = (table[s / bs] * bs + s % bs) * row;
+    }
 }
 
-/* keys [s_lo, s_hi) of one KV head for its `group` query heads qh (group, hd), already scaled.
- * Writes o (group, hd) unnormalised, m and l (group,). sc: (group, CHUNK) scratch. Walks the block
- * table one block at a time: inside a block the keys are rows of stride `stride`. */
-INLINE void decode_split(float *o, float *m, float *l, const float *qh, const kv_source_t *src, int64_t s_lo,
-                         int64_t s_hi, int64_t group, int64_t hd, float *sc) {
-    for (int64_t g = 0; g < group; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
+/* The KCH rows of a chunk are often exactly 4 KiB apart (KVH * hd = 1024 floats): the same vector
+ * column of all of them falls in one L1 set, more lines than its ways. So each K row is read front
+ * to back once, into registers, for all the heads of a tile; the score vectors are reduced after. */
+
+/* acc[t * KCH + j] (16 lanes) = lane-wise products q_t * k_j summed over the hd16 columns, for NH query
+ * heads t (rows of q, stride hd) and the KCH keys at kbase + off[j] */
+INLINE void qk_tile(v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd16, const int NH) {
+    for (int j = 0; j < KCH; j++) {
+        const float *kp = kbase + off[j];
+        v16f a[HEAD_TILE];
+        for (int t = 0; t < NH; t++) a[t] = v16f_splat(0.0f);
+        for (int64_t d0 = 0; d0 < hd16; d0 += 16) {
+            v16f kv = v16f_load(kp + d0);
+            for (int t = 0; t < NH; t++) a[t] += v16f_load(q + t * hd16 + d0) * kv;
+        }
+        for (int t = 0; t < NH; t++) acc[t * KCH + j] = a[t];
     }
-    memset(o, 0, (size_t)(group * hd) * sizeof(float));
-    int64_t bs = src->block_size, stride = src->stride;
-    for (int64_t c0 = s_lo; c0 < s_hi;) {
-        int64_t in_block = c0 % bs, n = MIN(MIN(CHUNK, s_hi - c0), bs - in_block);
-        int64_t row0 = (src->block_table[c0 / bs] * bs + in_block) * stride;
-        const float *kb = src->k + row0, *vb = src->v + row0;        /* n consecutive rows of this block */
-        for (int64_t j = 0; j < n; j++)
-            for (int64_t g = 0; g < group; g++) sc[g * CHUNK + j] = dot_hd(qh + g * hd, kb + j * stride, hd);
-        for (int64_t g = 0; g < group; g++) {
-            float *row = sc + g * CHUNK, mx = m[g];
-            for (int64_t j = 0; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-            float corr = expf(m[g] - mx), sum = 0.0f;
-            if (n >= 16) {
-                for (int64_t j0 = 0; j0 < CHUNK; j0 += 16) {        /* CHUNK is a multiple of 16 */
-                    v16f p = v16f_exp(v16f_load(row + j0) - v16f_splat(mx));
-                    for (int i = 0; i < 16; i++) p[i] = j0 + i < n ? p[i] : 0.0f;
-                    v16f_store(row + j0, p);
-                    sum += v16f_hsum(p);
-                }
-            } else {
-                for (int64_t j = 0; j < n; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-            }
-            l[g] = l[g] * corr + sum;
-            m[g] = mx;
-            if (corr != 1.0f)
-                for (int64_t d = 0; d < hd; d++) o[g * hd + d] *= corr;
+}
+
+/* the same with 8-float vectors, straight to scores: sc[t * KCH + j] = q_t . k_j over all hd columns */
+INLINE void qk_tile8(float *sc, const float *q, const float *kbase, const int64_t *off, int64_t hd, const int NH) {
+    int64_t hd8 = hd & ~(int64_t)7;
+    for (int j = 0; j < KCH; j++) {
+        const float *kp = kbase + off[j];
+        v8f a[HEAD_TILE];
+        for (int t = 0; t < NH; t++) a[t] = (v8f){0};
+        for (int64_t d0 = 0; d0 < hd8; d0 += 8) {
+            v8f kv = v8f_load(kp + d0);
+            for (int t = 0; t < NH; t++) a[t] += v8f_load(q + t * hd + d0) * kv;
         }
-        for (int64_t g = 0; g < group; g++) {            /* o[g] += sum_j p_j v_j, held in registers */
-            float *og = o + g * hd;
-            const float *pg = sc + g * CHUNK;
-            int64_t d = 0;
-            for (; d + 16 <= hd; d += 16) {
-                v16f acc = v16f_load(og + d);
-                for (int64_t j = 0; j < n; j++) acc += v16f_splat(pg[j]) * v16f_load(vb + j * stride + d);
-                v16f_store(og + d, acc);
-            }
-            for (; d < hd; d++) {
-                float acc = og[d];
-                for (int64_t j = 0; j < n; j++) acc += pg[j] * vb[j * stride + d];
-                og[d] = acc;
-            }
+        for (int t = 0; t < NH; t++) {
+            float x = v8f_hsum(a[t]);
+            for (int64_t d = hd8; d < hd; d++) x += q[t * hd + d] * kp[d];
+            sc[t * KCH + j] = x;
         }
-        c0 += n;
+    }
+}
+
+/* scores s[t] (lane j = q_t . k_j) for nh <= HEAD_TILE heads; q: (nh, hd) */
+INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd,
+                     int64_t nh, const int narrow) {
+    /* nh <= the caller's tile: the cases past it are never taken */
+    if (narrow) {
+        float *sc = (float *)acc;
+        switch (nh) {
+        case 1: qk_tile8(sc, q, kbase, off, hd, 1); break;
+        case 2: qk_tile8(sc, q, kbase, off, hd, 2); break;
+        case 3: qk_tile8(sc, q, kbase, off, hd, 3); break;
+        case 4: qk_tile8(sc, q, kbase, off, hd, 4); break;
+        case 5: qk_tile8(sc, q, kbase, off, hd, 5); break;
+        case 6: qk_tile8(sc, q, kbase, off, hd, 6); break;
+        case 7: qk_tile8(sc, q, kbase, off, hd, 7); break;
+        default: qk_tile8(sc, q, kbase, off, hd, 8); break;
+        }
+        for (int64_t t = 0; t < nh; t++) s[t] = v16f_load(sc + t * KCH);
+        return;
+    }
+    int64_t hd16 = hd & ~(int64_t)15;
+    if (hd16 == hd) {
+        switch (nh) {                  /* a constant NH per call: the accumulators stay in registers */
+        case 1: qk_tile(acc, q, kbase, off, hd, 1); break;
+        case 2: qk_tile(acc, q, kbase, off, hd, 2); break;
+        case 3: qk_tile(acc, q, kbase, off, hd, 3); break;
+        case 4: qk_tile(acc, q, kbase, off, hd, 4); break;
+        case 5: qk_tile(acc, q, kbase, off, hd, 5); break;
+        case 6: qk_tile(acc, q, kbase, off, hd, 6); break;
+        case 7: qk_tile(acc, q, kbase, off, hd, 7); break;
+        default: qk_tile(acc, q, kbase, off, hd, 8); break;
+        }
+        for (int64_t t = 0; t < nh; t++) s[t] = v16f_sum16(acc + t * KCH);
+        return;
+    }
+    for (int64_t t = 0; t < nh; t++) {  /* hd not a multiple of 16: one head at a time, then the tail */
+        for (int j = 0; j < KCH; j++) {
+            v16f a = v16f_splat(0.0f);
+            for (int64_t d0 = 0; d0 < hd16; d0 += 16) a += v16f_load(q + t * hd + d0) * v16f_load(kbase + off[j] + d0);
+            acc[j] = a;
+        }
+        s[t] = v16f_sum16(acc);
+        for (int j = 0; j < KCH; j++) {
+            float x = 0.0f;
+            for (int64_t d = hd16; d < hd; d++) x += q[t * hd + d] * kbase[off[j] + d];
+            s[t][j] += x;
+        }
+    }
+}
+
+/* o[t] = o[t] * corr[t] + sum_j p[t][j] v_j for NH heads t; o: (NH, hd) rows of stride hd, p: (NH, KCH),
+ * V rows at vbase + off[j]. Each V vector is loaded once for the NH heads. */
+INLINE void pv_tile(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
+                    const int NH) {
+    int64_t d0 = 0;
+    for (; d0 + 16 <= hd; d0 += 16) {
+        v16f acc[HEAD_TILE];
+        for (int t = 0; t < NH; t++) acc[t] = v16f_load(o + t * hd + d0) * corr[t];
+        for (int j = 0; j < KCH; j++) {
+            v16f v = v16f_load(vbase + off[j] + d0);
+            for (int t = 0; t < NH; t++) acc[t] += v * p[t * KCH + j];   /* broadcast from memory */
+        }
+        for (int t = 0; t < NH; t++) v16f_store(o + t * hd + d0, acc[t]);
+    }
+    for (int64_t d = d0; d < hd; d++)
+        for (int t = 0; t < NH; t++) {
+            float a = o[t * hd + d] * corr[t];
+            for (int j = 0; j < KCH; j++) a += p[t * KCH + j] * vbase[off[j] + d];
+            o[t * hd + d] = a;
+        }
+}
+
+/* pv_tile with 8-float vectors */
+INLINE void pv_tile8(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
+                     const int NH) {
+    int64_t d0 = 0;
+    for (; d0 + 8 <= hd; d0 += 8) {
+        v8f acc[HEAD_TILE];
+        for (int t = 0; t < NH; t++) acc[t] = v8f_load(o + t * hd + d0) * corr[t];
+        for (int j = 0; j < KCH; j++) {
+            v8f v = v8f_load(vbase + off[j] + d0);
+            for (int t = 0; t < NH; t++) acc[t] += v * p[t * KCH + j];
+        }
+        for (int t = 0; t < NH; t++) v8f_store(o + t * hd + d0, acc[t]);
+    }
+    for (int64_t d = d0; d < hd; d++)
+        for (int t = 0; t < NH; t++) {
+            float a = o[t * hd + d] * corr[t];
+            for (int j = 0; j < KCH; j++) a += p[t * KCH + j] * vbase[off[j] + d];
+            o[t * hd + d] = a;
+        }
+}
+
+INLINE void pv_heads(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
+                     int64_t nh, const int tile, const int narrow) {
+    for (int64_t t0 = 0; t0 < nh; t0 += tile) {   /* a constant NH per call: accumulators in registers */
+        float *ot = o + t0 * hd;
+        const float *pt = p + t0 * KCH, *ct = corr + t0;
+        if (narrow) {
+            switch (MIN(tile, nh - t0)) {
+            case 1: pv_tile8(ot, pt, ct, vbase, off, hd, 1); break;
+            case 2: pv_tile8(ot, pt, ct, vbase, off, hd, 2); break;
+            case 3: pv_tile8(ot, pt, ct, vbase, off, hd, 3); break;
+            case 4: pv_tile8(ot, pt, ct, vbase, off, hd, 4); break;
+            case 5: pv_tile8(ot, pt, ct, vbase, off, hd, 5); break;
+            case 6: pv_tile8(ot, pt, ct, vbase, off, hd, 6); break;
+            case 7: pv_tile8(ot, pt, ct, vbase, off, hd, 7); break;
+            default: pv_tile8(ot, pt, ct, vbase, off, hd, 8); break;
+            }
+            continue;
+        }
+        switch (MIN(tile, nh - t0)) {
+        case 1: pv_tile(ot, pt, ct, vbase, off, hd, 1); break;
+        case 2: pv_tile(ot, pt, ct, vbase, off, hd, 2); break;
+        case 3: pv_tile(ot, pt, ct, vbase, off, hd, 3); break;
+        case 4: pv_tile(ot, pt, ct, vbase, off, hd, 4); break;
+        case 5: pv_tile(ot, pt, ct, vbase, off, hd, 5); break;
+        case 6: pv_tile(ot, pt, ct, vbase, off, hd, 6); break;
+        case 7: pv_tile(ot, pt, ct, vbase, off, hd, 7); break;
+        default: pv_tile(ot, pt, ct, vbase, off, hd, 8); break;
+        }
+    }
+}
+
+typedef struct {
+    const float *k, *v;         /* caches (num_blocks, block_size, KVH, hd) */
+    const int64_t *table;       /* this sequence's block table */
+    int64_t bs, H, KVH, hd;
+} decode_args_t;
+
+/* keys [lo, hi) of one sequence for all H heads. qs: (H, hd) scaled queries. Writes o (H, hd)
+ * unnormalised, m and l (H,). p: (H, KCH), corr: (H,) scratch. tile: heads per K / V load, as many
+ * accumulators as the instruction set's registers hold; narrow: 8-float vectors (AVX2, SSE). */
+INLINE void decode_part(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
+                        int64_t hi, float *p, float *corr, const int tile, const int narrow) {
+    int64_t H = a->H, KVH = a->KVH, hd = a->hd, group = H / KVH, row = KVH * hd;
+    for (int64_t h = 0; h < H; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+    }
+    memset(o, 0, (size_t)(H * hd) * sizeof(float));
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    int64_t off[KCH];
+    v16f acc[HEAD_TILE * KCH], sc[HEAD_TILE];      /* 8 KiB of partial dot products; scores of a tile */
+    for (int64_t c0 = lo; c0 < hi; c0 += KCH) {
+        int64_t n = MIN(KCH, hi - c0);
+        chunk_rows(off, c0, hi, a->table, a->bs, row);
+        v16i valid = lane < (v16i){0} + (int32_t)n;
+        for (int64_t kvh = 0; kvh < KVH; kvh++) {
+            const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd;
+            for (int64_t g0 = 0; g0 < group; g0 += tile) {
+                int64_t nh = MIN(tile, group - g0);
+                qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh, narrow);
+                for (int64_t t = 0; t < nh; t++) {
+                    int64_t g = g0 + t, h = kvh * group + g;
+                    v16f s = v16f_select(valid, sc[t], v16f_splat(-INFINITY));
+                    float mx = MAX(m[h], v16f_hmax_tree(s));
+                    v16f e = v16f_select(valid, v16f_exp(s - mx), v16f_splat(0.0f));
+                    corr[g] = expf(m[h] - mx);              /* 0 on the first chunk (m = -inf) */
+                    l[h] = l[h] * corr[g] + v16f_hsum(e);
+                    m[h] = mx;
+                    v16f_store(p + g * KCH, e);
+                }
+            }
+            pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group, tile, narrow);
+        }
     }
 }
 
 #if PYINFER_X86
-TARGET_AVX512 static void decode_split_avx512(float *o, float *m, float *l, const float *qh, const kv_source_t *src,
-                                              int64_t lo, int64_t hi, int64_t group, int64_t hd, float *sc) {
-    decode_split(o, m, l, qh, src, lo, hi, group, hd, sc);
+TARGET_AVX512 static void decode_part_avx512(float *o, float *m, float *l, const float *qs, const decode_args_t *a,
+                                             int64_t lo, int64_t hi, float *p, float *corr) {
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 8, 0);
 }
-TARGET_AVX2 static void decode_split_avx2(float *o, float *m, float *l, const float *qh, const kv_source_t *src,
-                                          int64_t lo, int64_t hi, int64_t group, int64_t hd, float *sc) {
-    decode_split(o, m, l, qh, src, lo, hi, group, hd, sc);
+TARGET_AVX2 static void decode_part_avx2(float *o, float *m, float *l, const float *qs, const decode_args_t *a,
+                                         int64_t lo, int64_t hi, float *p, float *corr) {
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 8, 1);
 }
 #endif
-static void decode_split_scalar(float *o, float *m, float *l, const float *qh, const kv_source_t *src,
-                                int64_t lo, int64_t hi, int64_t group, int64_t hd, float *sc) {
-    decode_split(o, m, l, qh, src, lo, hi, group, hd, sc);
+static void decode_part_scalar(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
+                               int64_t hi, float *p, float *corr) {
+    decode_part(o, m, l, qs, a, lo, hi, p, corr, 4, 1);
 }
 
-void paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
-                       const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
-                       int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads) {
-    int64_t group = H / KVH, max_ctx = 0;
-    for (int64_t b = 0; b < B; b++) max_ctx = MAX(max_ctx, context_lens[b]);
-    int64_t splits = 1, pairs = B * KVH, total_ctx = 0;
-    for (int64_t b = 0; b < B; b++) total_ctx += context_lens[b];
-    if (total_ctx * KVH * hd * (group + 1) < 4 * PAR_MIN_WORK) threads = 1;   /* too little work to share */
-    if (threads > 1 && pairs < 2 * threads) splits = MAX(1, MIN(cdiv(2 * threads, pairs), max_ctx / MIN_SPLIT));
-    int64_t items = pairs * splits, part = group * (hd + 2);
-    float *partial = malloc((size_t)(items * part) * sizeof(float));     /* (items, group, hd + 2) */
-    if (!partial) return;
+/* out[b, h] = the partitions' partials of sequence b combined by log-sum-exp; part: (H * (hd + 2)) each
+ * (o (H, hd), m (H,), l (H,)), n_parts of them from `first` */
+static void combine(float *dst, const float *partial, int64_t first, int64_t n_parts, int64_t h, int64_t H,
+                    int64_t hd) {
+    int64_t part = H * (hd + 2);
+    float mx = -INFINITY, L = 0.0f;
+    for (int64_t i = first; i < first + n_parts; i++) mx = MAX(mx, partial[i * part + H * hd + h]);
+    for (int64_t d = 0; d < hd; d++) dst[d] = 0.0f;
+    for (int64_t i = first; i < first + n_parts; i++) {
+        const float *base = partial + i * part;
+        float w = expf(base[H * hd + h] - mx);
+        L += base[H * hd + H + h] * w;
+        for (int64_t d = 0; d < hd; d++) dst[d] += base[h * hd + d] * w;
+    }
+    float inv = 1.0f / L;
+    for (int64_t d = 0; d < hd; d++) dst[d] *= inv;
+}
+
+#define ALIGN_FLOATS(n) (((n) + 15) & ~(int64_t)15)      /* whole 64-byte lines */
+
+int paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
+                      const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
+                      int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads) {
+    int64_t items = 0, total_ctx = 0;
+    for (int64_t b = 0; b < B; b++) {
+        items += cdiv(context_lens[b], PART_KEYS);
+        total_ctx += context_lens[b];
+    }
+    if (total_ctx * KVH * hd * (H / KVH + 1) < 4 * PAR_MIN_WORK || items < 2) threads = 1;   /* too little work */
+    threads = MAX(1, threads);
+    /* one allocation: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
+     * per thread: qs (H, hd), p (H, KCH), corr (H,) */
+    int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(H * KCH) + ALIGN_FLOATS(H);
+    int64_t index_floats = ALIGN_FLOATS(2 * (items + B + 1));
+    int64_t n_floats = index_floats + ALIGN_FLOATS(items * part) + threads * scratch;
+    float *mem = aligned_alloc(64, (size_t)n_floats * sizeof(float));
+    if (!mem) {
+        for (int64_t i = 0; i < B * H * hd; i++) out[i] = NAN;
+        return -1;
+    }
+    int64_t *item_seq = (int64_t *)mem, *seq_first = item_seq + items;
+    float *partial = mem + index_floats, *thread_mem = partial + ALIGN_FLOATS(items * part);
+    seq_first[0] = 0;
+    for (int64_t b = 0; b < B; b++) {
+        seq_first[b + 1] = seq_first[b] + cdiv(context_lens[b], PART_KEYS);
+        for (int64_t it = seq_first[b]; it < seq_first[b + 1]; it++) item_seq[it] = b;
+    }
     int isa = pyinfer_isa();
-#pragma omp parallel if (threads > 1 && items > 1)
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        float *qh = malloc((size_t)(group * (hd + CHUNK)) * sizeof(float));   /* scaled q, then scores */
+        float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(H * KCH);
+        int64_t last_b = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
-            if (!qh) continue;
-            int64_t b = it / (KVH * splits), kvh = (it / splits) % KVH, sp = it % splits;
-            int64_t ctx = context_lens[b], per = cdiv(ctx, splits);
-            int64_t lo = MIN(ctx, sp * per), hi = MIN(ctx, lo + per);
-            float *o = partial + it * part, *m = o + group * hd, *l = m + group;
-            for (int64_t i = 0; i < group * hd; i++) qh[i] = q[(b * H + kvh * group) * hd + i] * scale;
-            kv_source_t src = {k_cache + kvh * hd, v_cache + kvh * hd, KVH * hd, block_tables + b * max_blocks, block_size};
+            int64_t b = item_seq[it];
+            if (b != last_b) {
+                for (int64_t i = 0; i < H * hd; i++) qs[i] = q[b * H * hd + i] * scale;
+                last_b = b;
+            }
+            int64_t lo = (it - seq_first[b]) * PART_KEYS, hi = MIN(context_lens[b], lo + PART_KEYS);
+            decode_args_t a = {k_cache, v_cache, block_tables + b * max_blocks, block_size, H, KVH, hd};
+            float *o = partial + it * part, *m = o + H * hd, *l = m + H;
 #if PYINFER_X86
-            if (isa >= ISA_AVX512) decode_split_avx512(o, m, l, qh, &src, lo, hi, group, hd, qh + group * hd);
-            else if (isa >= ISA_AVX2) decode_split_avx2(o, m, l, qh, &src, lo, hi, group, hd, qh + group * hd);
+            if (isa >= ISA_AVX512) decode_part_avx512(o, m, l, qs, &a, lo, hi, p, corr);
+            else if (isa >= ISA_AVX2) decode_part_avx2(o, m, l, qs, &a, lo, hi, p, corr);
             else
 #endif
-                decode_split_scalar(o, m, l, qh, &src, lo, hi, group, hd, qh + group * hd);
+                decode_part_scalar(o, m, l, qs, &a, lo, hi, p, corr);
         }
-        free(qh);
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            int64_t b = bh / H;
+            combine(out + bh * hd, partial, seq_first[b], seq_first[b + 1] - seq_first[b], bh % H, H, hd);
+        }
     }
     (void)isa;
-    for (int64_t pair = 0; pair < pairs; pair++) {      /* log-sum-exp combine of the splits */
-        int64_t b = pair / KVH, kvh = pair % KVH;
-        for (int64_t g = 0; g < group; g++) {
-            float mx = -INFINITY, L = 0.0f;
-            for (int64_t sp = 0; sp < splits; sp++) {
-                float mi = partial[(pair * splits + sp) * part + group * hd + g];
-                mx = mi > mx ? mi : mx;
-            }
-            float *dst = out + (b * H + kvh * group + g) * hd;
-            for (int64_t d = 0; d < hd; d++) dst[d] = 0.0f;
-            for (int64_t sp = 0; sp < splits; sp++) {
-                const float *base = partial + (pair * splits + sp) * part;
-                float mi = base[group * hd + g], li = base[group * hd + group + g];
-                if (li == 0.0f) continue;                          /* an empty split */
-                float w = expf(mi - mx);
-                L += li * w;
-                for (int64_t d = 0; d < hd; d++) dst[d] += base[g * hd + d] * w;
-            }
-            float inv = 1.0f / L;
-            for (int64_t d = 0; d < hd; d++) dst[d] *= inv;
-        }
-    }
-    free(partial);
+    free(mem);
+    return 0;
 }
 
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
@@ -204,7 +377,6 @@ int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_ca
                                    int64_t KVH, int64_t head_dim, float scale) {
     int64_t bad = check_tables(block_tables, context_lens, NULL, B, max_blocks, num_blocks, block_size, 0, 1);
     if (bad || B <= 0 || KVH <= 0 || H % KVH || head_dim <= 0) return bad;
-    paged_decode_core(out, q, k_cache, v_cache, block_tables, context_lens, B, max_blocks, block_size, H, KVH,
-                      head_dim, scale, pyinfer_num_threads());
-    return 0;
+    return paged_decode_core(out, q, k_cache, v_cache, block_tables, context_lens, B, max_blocks, block_size, H,
+                             KVH, head_dim, scale, pyinfer_num_threads());
 }

@@ -51,4 +51,43 @@ VINLINE v16f v16f_exp(v16f x) {
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
+
+/* max over the 16 lanes by a shuffle tree (v16f_hmax's result, 4 shuffles instead of 15 extracts) */
+VINLINE float v16f_hmax_tree(v16f v) {
+    v = v16f_max(v, __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+    v = v16f_max(v, __builtin_shuffle(v, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3}));
+    v = v16f_max(v, __builtin_shuffle(v, (v16i){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1}));
+    v = v16f_max(v, __builtin_shuffle(v, (v16i){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0}));
+    return v[0];
+}
+
+/* 16 horizontal sums at once: lane j of the result is the sum of a[j]'s lanes. A transpose-and-add
+ * tree (halves, quarters, pairs, singles): 30 two-source shuffles and 15 adds instead of 16 hsums. */
+VINLINE v16f v16f_sum16(const v16f a[16]) {
+    v16f b[8], c[4], d[2];
+    for (int j = 0; j < 8; j++)          /* lanes 0-7: a[j], 8-15: a[j + 8] */
+        b[j] = __builtin_shuffle(a[j], a[j + 8], (v16i){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}) +
+               __builtin_shuffle(a[j], a[j + 8], (v16i){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+    for (int j = 0; j < 4; j++)          /* lanes 4i..4i+3: a[j + 4i] */
+        c[j] = __builtin_shuffle(b[j], b[j + 4], (v16i){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}) +
+               __builtin_shuffle(b[j], b[j + 4], (v16i){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
+    for (int j = 0; j < 2; j++)          /* lanes 2i, 2i+1: a[j + 2i] */
+        d[j] = __builtin_shuffle(c[j], c[j + 2], (v16i){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}) +
+               __builtin_shuffle(c[j], c[j + 2], (v16i){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
+    return __builtin_shuffle(d[0], d[1], (v16i){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}) +
+           __builtin_shuffle(d[0], d[1], (v16i){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
+}
+
+/* 8 floats: one ymm register, two xmm ones. Bodies for AVX2 and SSE use these where arrays of v16f
+ * would live in memory (GCC lowers a 64-byte vector it has no register for through the stack). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+VINLINE v8f v8f_load(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+VINLINE void v8f_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+VINLINE float v8f_hsum(v8f v) {
+    v += __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3});
+    v += __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1});
+    v += __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0});
+    return v[0];
+}
 #endif

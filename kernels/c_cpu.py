@@ -226,6 +226,8 @@ def load():
         bad = lib.paged_decode_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                              buf(I64, lens), len(lens), tables.shape[1], nb, bs, q.shape[1], KVH, hd,
                                              float(scale))
+        if bad < 0:
+            raise MemoryError("paged_decode_attention: no memory for its per-call scratch")
         if bad:
             raise ValueError(chk.explain_paged(tables, lens, nb, bs))
         return out

@@ -90,3 +90,59 @@ def test_paged_attention_refuses_bad_metadata(c, rng):
         c["paged_prefill_attention"](poisoned(q.shape), q, kc, vc, tables, np.array([0, 3, 2]), lens, 1.0)
     with pytest.raises(ValueError, match="block_tables must hold integers"):
         c["paged_prefill_attention"](poisoned(q.shape), q, kc, vc, tables.astype(float), cu, lens, 1.0)
+
+
+def poison_unused(kc, vc, tables, context_lens):
+    """NaN in every cache row no sequence's context holds (tails of last blocks, spare blocks): a
+    kernel reading past a context, even with weight 0, returns NaN there."""
+    used = np.zeros(kc.shape[:2], bool)                 # (num_blocks, block_size)
+    bs = kc.shape[1]
+    for b, n in enumerate(context_lens):
+        for s in range(n):
+            used[tables[b, s // bs], s % bs] = True
+    kc[~used] = np.nan
+    vc[~used] = np.nan
+
+
+# group sizes 1..12 (one and two head tiles of 8), head_dim a multiple of 16 or not (tail columns, < 16),
+# blocks of 1, 16, 256; contexts at chunk (16), partition (256) and block boundaries +-1, mixed batches
+DECODE_CASES = [
+    (8, 8, 64, 16, [15, 16, 17, 1]),
+    (8, 4, 128, 16, [255, 256, 257]),
+    (8, 2, 67, 1, [31, 33, 1]),
+    (16, 2, 80, 256, [511, 512, 513, 300]),
+    (8, 1, 8, 16, [47, 2]),
+    (12, 1, 128, 7, [530, 6]),
+    (18, 2, 33, 16, [64, 1, 255]),
+    (32, 8, 128, 16, [1024, 3]),
+]
+
+
+@pytest.mark.parametrize("H,KVH,hd,block_size,context_lens", DECODE_CASES)
+def test_paged_decode_shapes_threads_and_bounds(c, isa, rng, H, KVH, hd, block_size, context_lens):
+    kc, vc, tables, lens = paged_setup(rng, context_lens, block_size, KVH, hd)
+    poison_unused(kc, vc, tables, lens)
+    q = rng.standard_normal((len(context_lens), H, hd)).astype(np.float32)
+    scale = 1 / np.sqrt(hd)
+    got = {}
+    before = c_cpu.num_threads()
+    try:
+        for threads in (1, 2):
+            c_cpu.set_num_threads(threads)
+            got[threads] = c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, lens, scale)
+    finally:
+        c_cpu.set_num_threads(before)
+    want = ref.paged_decode_attention(poisoned(q.shape), q, kc, vc, tables, lens, scale)
+    np.testing.assert_allclose(got[1], want, rtol=RTOL, atol=ATOL)
+    # fixed partitions of the context: the same arithmetic whatever the thread count
+    np.testing.assert_array_equal(got[2], got[1])
+
+
+def test_paged_decode_large_scores_stay_finite(c, isa, rng):
+    """Scores of a few hundred: the running max and the log-sum-exp merge of partitions keep exp finite."""
+    kc, vc, tables, lens = paged_setup(rng, [700, 40], 16, 2, 32)
+    kc *= 30.0
+    q = 3 * rng.standard_normal((2, 4, 32)).astype(np.float32)
+    got = c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
+    want = ref.paged_decode_attention(poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
