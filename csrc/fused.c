@@ -97,8 +97,11 @@ int64_t decode_step_f32(float *logits, const int64_t *tokens, const int64_t *pos
         rope_f32(q, q, positions, rope_freq, B, QD, hd);
         rope_f32(k, k, positions, rope_freq, B, KD, hd);
         kv_cache_write_f32(kc, vc, k, v, slots, B, num_blocks * block_size, KD);
-        paged_decode_core(att, q, kc, vc, block_tables, context_lens, B, max_blocks, block_size, H, KVH, hd,
-                          scale, threads);
+        if (paged_decode_core(att, q, kc, vc, block_tables, context_lens, B, max_blocks, block_size, H, KVH, hd,
+                              scale, threads)) {
+            free(buf);
+            return -2;                                          /* its scratch could not be allocated */
+        }
         linear(o, att, xpad, B, wo);
         add_f32(x, x, o, B * D);
         rmsnorm_f32(h, x, addr(lp[1]), B, D, norm_eps);

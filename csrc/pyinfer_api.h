@@ -70,7 +70,9 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
                                     const int64_t *context_lens, int64_t B, int64_t max_blocks,
                                     int64_t num_blocks, int64_t block_size, int64_t T_total, int64_t H,
                                     int64_t KVH, int64_t head_dim, float scale);
-/* out, q: (B, H, hd); caches as above; block_tables: (B, max_blocks); context_lens: (B,) */
+/* out, q: (B, H, hd); caches as above; block_tables: (B, max_blocks); context_lens: (B,).
+ * Returns 0, 1 + the first sequence whose table or length is bad, or -1 when scratch memory for the
+ * partial results cannot be allocated (out is then NaN). */
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                    const int64_t *block_tables, const int64_t *context_lens, int64_t B,
                                    int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,

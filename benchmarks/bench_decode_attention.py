@@ -1,7 +1,7 @@
 """Paged decode attention, C vs Numba, one process, interleaved, medians: L3-resident (one sequence,
 ctx 4096) and DRAM-resident (cycling over a > 600 MiB pool of distinct sequences), batch 8 mixed.
 Triad bandwidth (pyinfer._C.lib.stream_triad_f32) measured in the same run, with the same clock.
-Run: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/_attn_probe.py [--quick]
+Run: OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/bench_decode_attention.py [--quick]
 (~30 s; --quick ~20 s). Writes benchmarks/results/attn_decode-<threads>t.json (or --json PATH)."""
 from __future__ import annotations
 
