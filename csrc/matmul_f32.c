@@ -8,6 +8,7 @@
  * over all of K with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm). */
 #include "common.h"
 #include "gemm_micro.h"
+#include "amx.h"
 
 #define GEMM_MIN_T 4
 
@@ -284,6 +285,7 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
 /* W8A16 / W4A16 for prefill-sized T: the float32 GEMM on weights dequantized panel by panel */
 void gemm_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
                   int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
+    if (amx_gemm_a16(out, x, w, scales, zeros, T, N, K, weight_bits == 8 ? 0 : G, weight_bits)) return;
     weight_src_t src = {weight_bits == 8 ? pack_b_w8 : pack_b_w4, w, scales, zeros, G};
     gemm(out, x, &src, T, N, K, pyinfer_isa());
 }
