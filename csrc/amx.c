@@ -309,7 +309,9 @@ int amx_gemm_a16(float *out, const float *x, const void *w, const float *scales,
     int ran = 0;
     if (xb && inv && digits && bad) {
         for (int64_t t = 0; t < T; t++) {
-            int e = split_row_digits(digits, digits + j.K_pad, digits + 2 * j.K_pad, x + t * K, K);
+            int finite = 1;                             /* split_row_digits lets a NaN through */
+            for (int64_t k = 0; k < K; k++) finite &= isfinite(x[t * K + k]) != 0;
+            int e = finite ? split_row_digits(digits, digits + j.K_pad, digits + 2 * j.K_pad, x + t * K, K) : INT32_MIN;
             bad[t] = e == INT32_MIN;
             if (bad[t]) continue;                                       /* packed zero; done below */
             inv[t] = ldexp(1.0, -e);

@@ -192,6 +192,51 @@ static void pack_b_f32(float *bp, const weight_src_t *src, int64_t N, int64_t n0
     pack_b(bp, src->w, N, n0, K, k0, kc, NR);
 }
 
+#if PYINFER_X86
+/* r (16 rows of 16) -> o (16 columns of 16): unpack, then 128-bit lane shuffles */
+TARGET_AVX512 static inline void transpose16(__m512 *o, const __m512 *r) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {             /* u[4i + j] quad q: rows 4i..4i+3 of column 4q + j */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 lo0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), hi0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 lo1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), hi1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        o[j] = _mm512_shuffle_f32x4(lo0, lo1, 0x88);
+        o[j + 8] = _mm512_shuffle_f32x4(lo0, lo1, 0xDD);
+        o[j + 4] = _mm512_shuffle_f32x4(hi0, hi1, 0x88);
+        o[j + 12] = _mm512_shuffle_f32x4(hi0, hi1, 0xDD);
+    }
+}
+
+/* pack_b with AVX-512: 16 x 16 blocks of W transposed in registers; rows past N and k past kc read as
+ * zero (masked loads). NR == 32. */
+TARGET_AVX512 static void pack_b_f32_avx512(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K,
+                                            int64_t k0, int64_t kc, int NR) {
+    const float *w = src->w;
+    __m512 r[16], o[16];
+    for (int64_t kk = 0; kk < kc; kk += 16) {
+        int64_t cols = MIN(16, kc - kk);
+        __mmask16 m = (__mmask16)((1u << cols) - 1);
+        for (int h = 0; h < 2; h++) {
+            for (int i = 0; i < 16; i++) {
+                int64_t n = n0 + 16 * h + i;
+                r[i] = n < N ? _mm512_maskz_loadu_ps(m, w + n * K + k0 + kk) : _mm512_setzero_ps();
+            }
+            transpose16(o, r);
+            for (int c = 0; c < cols; c++) _mm512_storeu_ps(bp + (kk + c) * NR + 16 * h, o[c]);
+        }
+    }
+}
+#endif
+
 /* int8 weights times per-channel scales (W8A16) */
 static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
@@ -242,7 +287,12 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
             for (int64_t p = 0; p < n_panels; p++) {
                 if (!bp) continue;
                 src->pack(bp, src, N, p * NR, K, k0, kc, NR);
+                /* float32 weights: the next panel's rows of this K block, fetched while this one computes */
+                int f32w = src->pack != pack_b_w8 && src->pack != pack_b_w4;
+                int64_t lines = cdiv(kc, 16), next = f32w && p + 1 < N / NR ? (p + 1) * NR : -1;
                 for (int64_t tb = 0; tb < t_blocks; tb++) {
+                    for (int64_t i = tb * NR * lines / t_blocks; next >= 0 && i < (tb + 1) * NR * lines / t_blocks; i++)
+                        __builtin_prefetch((const float *)src->w + (next + i / lines) * K + k0 + 16 * (i % lines), 0, 3);
                     if ((tb + 1) * MR <= T && (p + 1) * NR <= N) {     /* a whole tile: straight into out */
                         micro(out + tb * MR * N + p * NR, N, k0 > 0, ap + tb * MR * kc, MR, bp, NR, kc);
                         continue;
@@ -266,6 +316,9 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
     int isa = pyinfer_isa();
     if (T >= GEMM_MIN_T) {
         weight_src_t src = {pack_b_f32, w, NULL, NULL, 0};
+#if PYINFER_X86
+        if (isa >= ISA_AVX512) src.pack = pack_b_f32_avx512;      /* NR = 32 there */
+#endif
         gemm(out, x, &src, T, N, K, isa);
         return;
     }
