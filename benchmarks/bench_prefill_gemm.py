@@ -130,11 +130,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few shapes and repeats (smoke run)")
     ap.add_argument("--baseline-so", help="another build's pyinfer/_C.abi3.so, run interleaved")
     ap.add_argument("--skip-prefill", action="store_true")
+    ap.add_argument("--skip-kernels", action="store_true")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of " + ",".join(FORMATS))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prefill_gemm.json"))
     a = ap.parse_args()
     impls = {"new": c_cpu.load()}
     if a.baseline_so:
         impls["baseline"] = load_baseline(a.baseline_so)
+    formats = a.formats.split(",")
+    if set(formats) - set(FORMATS):
+        raise SystemExit(f"unknown formats {sorted(set(formats) - set(FORMATS))}; known: {FORMATS}")
     rng = np.random.default_rng(0)
     Ms = (16, 128) if a.quick else (16, 128, 512)
     shapes = SHAPES[:2] if a.quick else SHAPES
@@ -142,9 +147,9 @@ def main() -> None:
     print(f"# {cpu_model()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, isa={c_cpu.isa()}")
     result = {"machine": {"cpu": cpu_model(), "threads": c_cpu.num_threads(), "isa": c_cpu.isa(),
                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
-              "kernels": bench_kernels(impls, Ms, shapes, FORMATS, reps, rng)}
+              "kernels": [] if a.skip_kernels else bench_kernels(impls, Ms, shapes, formats, reps, rng)}
     if not a.skip_prefill:
-        result["prefill"] = bench_prefill(impls, FORMATS[:2] if a.quick else FORMATS, 2 if a.quick else 5, 128)
+        result["prefill"] = bench_prefill(impls, formats[:2] if a.quick else formats, 2 if a.quick else 5, 128)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {a.out}")

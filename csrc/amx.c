@@ -101,6 +101,19 @@ static void write_block(const amx_job_t *j, const float *facc, int rows, int col
     }
 }
 
+/* the next panel's weight bytes, fetched into L2 a share at a time while this panel computes (the
+ * weights stream from memory once per call: AMX tile loads would otherwise wait on each line) */
+typedef struct {
+    const char *base;           /* NULL: nothing to fetch */
+    int64_t row_bytes, lines_per_row, lines;
+} prefetch_t;
+
+static inline void prefetch_share(const prefetch_t *pf, int64_t i, int64_t n) {
+    if (!pf->base) return;
+    for (int64_t l = i * pf->lines / n; l < (i + 1) * pf->lines / n; l++)
+        __builtin_prefetch(pf->base + (l / pf->lines_per_row) * pf->row_bytes + (l % pf->lines_per_row) * 64, 0, 2);
+}
+
 /* ---- A8: 32 weight rows x 32 tokens per step: C tiles 0-3 (weight tile i, token tile j at 2i + j),
  * A tiles 4-5, B tiles 6-7. One group's int32 tiles are stored, then scaled by the vector units while
  * AMX computes the next group (AMX runs its instructions in order, so the C tiles are not doubled). ---- */
@@ -121,7 +134,7 @@ TARGET_AMX static inline void a8_scale(float *facc, const int32_t *cb, const flo
 }
 
 TARGET_AMX static void a8_panel(const amx_job_t *j, const int8_t *a, int64_t lda, const float *wsT, int64_t n0,
-                                float *facc, int32_t *cb) {
+                                float *facc, int32_t *cb, const prefetch_t *pf) {
     int KB = j->KB;
     int64_t per = j->G / KB, ng = j->ng, tile_bytes = j->K_pad * 16;
     for (int64_t tb = 0; tb < j->TB; tb += 2) {                /* TB is even: xb, xsT padded */
@@ -140,6 +153,7 @@ TARGET_AMX static void a8_panel(const amx_job_t *j, const int8_t *a, int64_t lda
                 _tile_dpbssd(2, 5, 6);
                 _tile_dpbssd(3, 5, 7);
             }
+            prefetch_share(pf, (tb / 2) * ng + g, (j->TB / 2) * ng);
             if (g > 0) a8_scale(facc, cb, wsT + (g - 1) * 32, xs0 + (g - 1) * 16, xs1 + (g - 1) * 16);
             _tile_stored(0, cb, 64); _tile_stored(1, cb + 256, 64);
             _tile_stored(2, cb + 512, 64); _tile_stored(3, cb + 768, 64);
@@ -175,7 +189,7 @@ TARGET_AMX static inline void a16_scale(float *facc, const int32_t *cb, const fl
 
 /* per group (W4A16); group g - 1 is scaled while AMX computes g */
 TARGET_AMX static void a16_group_panel(const amx_job_t *j, const int8_t *a, int64_t lda, const float *ws, int64_t n0,
-                                       float *facc, int32_t *cb) {
+                                       float *facc, int32_t *cb, const prefetch_t *pf) {
     int KB = j->KB;
     int64_t per = j->G / KB, plane = j->TB * j->K_pad * 16, ng = j->ng;
     for (int64_t tb = 0; tb < j->TB; tb++) {
@@ -184,6 +198,7 @@ TARGET_AMX static void a16_group_panel(const amx_job_t *j, const int8_t *a, int6
         for (int64_t g = 0; g < ng; g++) {
             _tile_zero(0); _tile_zero(1); _tile_zero(2);
             A16_CHUNKS(g * per, (g + 1) * per)
+            prefetch_share(pf, tb * ng + g, j->TB * ng);
             if (g > 0) a16_scale(facc, cb, ws + (g - 1) * 32);
             _tile_stored(0, cb, 64); _tile_stored(1, cb + 256, 64); _tile_stored(2, cb + 512, 64);
         }
@@ -194,13 +209,14 @@ TARGET_AMX static void a16_group_panel(const amx_job_t *j, const int8_t *a, int6
 
 /* per channel: the whole row in C0..C2, then out = (C0 + 256 C1 + 65536 C2) ws[n] 2^-e in double (W8A16) */
 TARGET_AMX static void a16_channel_panel(const amx_job_t *j, const int8_t *a, int64_t lda, const float *ws, int64_t n0,
-                                         int32_t *cb) {
+                                         int32_t *cb, const prefetch_t *pf) {
     int KB = j->KB;
     int64_t plane = j->TB * j->K_pad * 16;
     for (int64_t tb = 0; tb < j->TB; tb++) {
         const int8_t *b0 = j->xb + tb * j->K_pad * 16, *b1 = b0 + plane, *b2 = b1 + plane;
         _tile_zero(0); _tile_zero(1); _tile_zero(2);
         A16_CHUNKS(0, j->K_pad / KB)
+        prefetch_share(pf, tb, j->TB);
         _tile_stored(0, cb, 64); _tile_stored(1, cb + 256, 64); _tile_stored(2, cb + 512, 64);
         for (int c = 0; c < 16 && tb * 16 + c < j->T; c++) {
             float *o = j->out + (tb * 16 + c) * j->N;
@@ -224,15 +240,22 @@ TARGET_AMX static void amx_thread(const amx_job_t *j, int8_t *scratch, float *ws
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < cdiv(j->N, 32); p++) {
         if (!scratch || !wsT) continue;
-        int64_t lda, n0 = p * 32;
+        int64_t lda, n0 = p * 32, row_bytes = j->bits == 8 ? j->K : j->K / 2;
+        prefetch_t pf = {NULL, row_bytes, cdiv(row_bytes, 64), 0};
+        if (n0 + 32 < j->N) {
+            pf.base = (const char *)j->w + (n0 + 32) * row_bytes;
+            pf.lines = MIN(32, j->N - n0 - 32) * pf.lines_per_row;
+        }
+        const prefetch_t none = {NULL, 0, 1, 0};
         const int8_t *a = prep_panel(j, scratch, wsT, n0, &lda);
         if (j->planes == 1) {
-            a8_panel(j, a, lda, wsT, n0, facc, cbuf);
+            a8_panel(j, a, lda, wsT, n0, facc, cbuf, &pf);
             continue;
         }
         for (int h = 0; h < 2 && n0 + 16 * h < j->N; h++) {
-            if (j->G) a16_group_panel(j, a + 16 * h * lda, lda, wsT + 16 * h, n0 + 16 * h, facc, cbuf);
-            else a16_channel_panel(j, a + 16 * h * lda, lda, wsT + 16 * h, n0 + 16 * h, cbuf);
+            const prefetch_t *ph = h == 0 ? &pf : &none;
+            if (j->G) a16_group_panel(j, a + 16 * h * lda, lda, wsT + 16 * h, n0 + 16 * h, facc, cbuf, ph);
+            else a16_channel_panel(j, a + 16 * h * lda, lda, wsT + 16 * h, n0 + 16 * h, cbuf, ph);
         }
     }
     _tile_release();
@@ -268,6 +291,40 @@ static float dequant_one(const amx_job_t *j, int64_t n, int64_t k) {
     uint8_t b = ((const uint8_t *)j->w)[n * (j->K / 2) + g * half + (i < half ? i : i - half)];
     float u = (float)(i < half ? (b & 15) : (b >> 4)), z = j->zeros ? (float)j->zeros[n * j->ng + g] : 8.0f;
     return (u - z) * j->scales[n * j->ng + g];
+}
+
+/* x (K,) -> the digit planes of split_row_digits (quant_act.c), same values, in one vector pass for the
+ * max and one for the digits; c (3, K_pad). Returns e, or INT32_MIN when x holds inf or NaN. */
+TARGET_AMX static int split_digits_avx512(int8_t *c, const float *x, int64_t K, int64_t K_pad) {
+    __m512 m = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    int64_t k = 0;
+    for (; k < K; k += 16) {
+        __mmask16 in = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(in, x + k);
+        bad |= _mm512_fpclass_ps_mask(v, 0x99);                /* NaN or infinity */
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
+    if (bad) return INT32_MIN;
+    float mx = _mm512_reduce_max_ps(m);
+    int ex = 0;
+    if (mx > 0.0f) frexpf(mx, &ex);
+    int e = 22 - ex;
+    if (e > 126) return split_row_digits(c, c + K_pad, c + 2 * K_pad, x, K);   /* 2^e not a normal float */
+    const __m512 scale = _mm512_set1_ps(ldexpf(1.0f, e));
+    const __m512i b128 = _mm512_set1_epi32(128), b255 = _mm512_set1_epi32(255);
+    for (k = 0; k < K; k += 16) {
+        __mmask16 in = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        __m512i xi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(in, x + k), scale));
+        __m512i d0 = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(xi, b128), b255), b128);
+        __m512i r = _mm512_srai_epi32(_mm512_sub_epi32(xi, d0), 8);
+        __m512i d1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(r, b128), b255), b128);
+        __m512i d2 = _mm512_srai_epi32(_mm512_sub_epi32(r, d1), 8);
+        _mm_mask_storeu_epi8(c + k, in, _mm512_cvtepi32_epi8(d0));
+        _mm_mask_storeu_epi8(c + K_pad + k, in, _mm512_cvtepi32_epi8(d1));
+        _mm_mask_storeu_epi8(c + 2 * K_pad + k, in, _mm512_cvtepi32_epi8(d2));
+    }
+    return e;
 }
 
 int amx_gemm_a8(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
@@ -309,9 +366,7 @@ int amx_gemm_a16(float *out, const float *x, const void *w, const float *scales,
     int ran = 0;
     if (xb && inv && digits && bad) {
         for (int64_t t = 0; t < T; t++) {
-            int finite = 1;                             /* split_row_digits lets a NaN through */
-            for (int64_t k = 0; k < K; k++) finite &= isfinite(x[t * K + k]) != 0;
-            int e = finite ? split_row_digits(digits, digits + j.K_pad, digits + 2 * j.K_pad, x + t * K, K) : INT32_MIN;
+            int e = split_digits_avx512(digits, x + t * K, K, j.K_pad);
             bad[t] = e == INT32_MIN;
             if (bad[t]) continue;                                       /* packed zero; done below */
             inv[t] = ldexp(1.0, -e);
