@@ -248,10 +248,12 @@ static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
     }
 }
 
-/* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes */
+/* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes:
+ * one row's K block into row (kc,) a group run at a time (low nibbles, then high), then into column c */
 static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
     int64_t G = src->group_size, half = G / 2, ng = K / G;
+    float row[KC];
     for (int c = 0; c < NR; c++) {
         int64_t n = n0 + c;
         if (n >= N) {
@@ -259,13 +261,16 @@ static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
             continue;
         }
         const uint8_t *q = (const uint8_t *)src->w + n * (K / 2);
-        for (int64_t k = k0; k < k0 + kc; k++) {
-            int64_t g = k / G, j = k - g * G;
-            uint8_t b = q[g * half + (j < half ? j : j - half)];
-            float u = (float)(j < half ? (b & 15) : (b >> 4));
-            float z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
-            bp[(k - k0) * NR + c] = (u - z) * src->scales[n * ng + g];
+        for (int64_t k = k0; k < k0 + kc;) {
+            int64_t g = k / G, j = k - g * G, end = MIN(k0 + kc - g * G, G);      /* [j, end) of group g */
+            float sc = src->scales[n * ng + g], z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
+            const uint8_t *b = q + g * half;
+            int64_t at = g * G - k0;                                            /* row[at + i]: element i of g */
+            for (int64_t i = j; i < MIN(end, half); i++) row[at + i] = ((float)(b[i] & 15) - z) * sc;
+            for (int64_t i = MAX(j, half); i < end; i++) row[at + i] = ((float)(b[i - half] >> 4) - z) * sc;
+            k = g * G + end;
         }
+        for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = row[k];
     }
 }
 
