@@ -118,17 +118,18 @@ static inline void prefetch_share(const prefetch_t *pf, int64_t i, int64_t n) {
  * A tiles 4-5, B tiles 6-7. One group's int32 tiles are stored, then scaled by the vector units while
  * AMX computes the next group (AMX runs its instructions in order, so the C tiles are not doubled). ---- */
 
-/* facc (32, 32) [weight row][token] += C_g * ws[:, g] * xs[g, :] */
+/* facc (32, 32) [weight row][token] += C_g * ws[:, g] * xs[g, :]; token tile 1 only when pair */
 TARGET_AMX static inline void a8_scale(float *facc, const int32_t *cb, const float *wsg, const float *xs0,
-                                       const float *xs1) {
+                                       const float *xs1, int pair) {
     __m512 x0 = _mm512_loadu_ps(xs0), x1 = _mm512_loadu_ps(xs1);
     for (int i = 0; i < 2; i++)
         for (int r = 0; r < 16; r++) {
             __m512 w = _mm512_set1_ps(wsg[16 * i + r]);
             float *f = facc + (16 * i + r) * 32;
             __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + (2 * i) * 256 + 16 * r)), w);
-            __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + (2 * i + 1) * 256 + 16 * r)), w);
             _mm512_store_ps(f, _mm512_fmadd_ps(v0, x0, _mm512_load_ps(f)));
+            if (!pair) continue;
+            __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + (2 * i + 1) * 256 + 16 * r)), w);
             _mm512_store_ps(f + 16, _mm512_fmadd_ps(v1, x1, _mm512_load_ps(f + 16)));
         }
 }
@@ -140,6 +141,7 @@ TARGET_AMX static void a8_panel(const amx_job_t *j, const int8_t *a, int64_t lda
     for (int64_t tb = 0; tb < j->TB; tb += 2) {                /* TB is even: xb, xsT padded */
         const int8_t *b0 = j->xb + tb * tile_bytes, *b1 = b0 + tile_bytes;
         const float *xs0 = j->xsT + tb * ng * 16, *xs1 = xs0 + ng * 16;
+        int pair = (tb + 1) * 16 < j->T;
         memset(facc, 0, 32 * 32 * sizeof(float));
         for (int64_t g = 0; g < ng; g++) {
             _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
@@ -147,18 +149,21 @@ TARGET_AMX static void a8_panel(const amx_job_t *j, const int8_t *a, int64_t lda
                 _tile_loadd(4, a + c * KB, lda);
                 _tile_loadd(5, a + 16 * lda + c * KB, lda);
                 _tile_loadd(6, b0 + c * KB * 16, 64);
-                _tile_loadd(7, b1 + c * KB * 16, 64);
                 _tile_dpbssd(0, 4, 6);
-                _tile_dpbssd(1, 4, 7);
                 _tile_dpbssd(2, 5, 6);
-                _tile_dpbssd(3, 5, 7);
+                if (pair) {                                     /* else token tile tb + 1 is padding: C1, C3 stay 0 */
+                    _tile_loadd(7, b1 + c * KB * 16, 64);
+                    _tile_dpbssd(1, 4, 7);
+                    _tile_dpbssd(3, 5, 7);
+                }
             }
             prefetch_share(pf, (tb / 2) * ng + g, (j->TB / 2) * ng);
-            if (g > 0) a8_scale(facc, cb, wsT + (g - 1) * 32, xs0 + (g - 1) * 16, xs1 + (g - 1) * 16);
-            _tile_stored(0, cb, 64); _tile_stored(1, cb + 256, 64);
-            _tile_stored(2, cb + 512, 64); _tile_stored(3, cb + 768, 64);
+            if (g > 0) a8_scale(facc, cb, wsT + (g - 1) * 32, xs0 + (g - 1) * 16, xs1 + (g - 1) * 16, pair);
+            _tile_stored(0, cb, 64);
+            _tile_stored(2, cb + 512, 64);
+            if (pair) { _tile_stored(1, cb + 256, 64); _tile_stored(3, cb + 768, 64); }
         }
-        a8_scale(facc, cb, wsT + (ng - 1) * 32, xs0 + (ng - 1) * 16, xs1 + (ng - 1) * 16);
+        a8_scale(facc, cb, wsT + (ng - 1) * 32, xs0 + (ng - 1) * 16, xs1 + (ng - 1) * 16, pair);
         write_block(j, facc, 32, 32, n0, tb * 16);
     }
 }

@@ -14,7 +14,7 @@ from tests.c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - f
 from tests.conftest import poisoned
 from tests.test_c_quant import magnitude
 
-MS = (1, 2, 15, 16, 17, 33)
+MS = (1, 2, 4, 6, 15, 16, 17, 33)   # around AMX_A16_MIN_T (4), AMX_MIN_T (6), 16-token tiles, A8 tile pairs
 # (format, N, K): N around 16 / 32-row panels, K with odd group counts; int8 (W8A16) K not a multiple of 64
 CASES = [("int8-g32", 47, 96), ("int8-g64", 33, 192), ("int8-g64", 16, 384),
          ("int4-g32-a8", 31, 160), ("int4-g64-zp-a8", 65, 128), ("int4-g128-a8", 17, 256),
