@@ -4,8 +4,11 @@
  * a time against x held in L1; it is memory-bound, so all that matters is keeping enough loads in
  * flight (8 independent FMA chains) and never touching W twice.
  * Prefill: a packed GEMM. x is packed into MR-row micro-panels ([k][MR]) once; each NR-row panel of
- * W is packed transposed ([k][NR]) by the thread that owns it; an MR x NR register tile accumulates
- * over all of K with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm). */
+ * W is packed transposed ([k][NR]) by the thread that owns it (AVX-512: 16 x 16 blocks transposed in
+ * registers, the next panel prefetched meanwhile); an MR x NR register tile accumulates over KC of K
+ * with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm).
+ * gemm_dequant (W8A16 / W4A16 prefill) runs on AMX (amx.c) where it can, else this GEMM on weights
+ * dequantized while packing. */
 #include "common.h"
 #include "gemm_micro.h"
 #include "amx.h"
