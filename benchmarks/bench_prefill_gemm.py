@@ -23,18 +23,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pyinfer.analysis.microbench import cpu_model  # noqa: E402
 from pyinfer.kernels import c_cpu  # noqa: E402
 from pyinfer.quant import quantize  # noqa: E402
 
 FORMATS = ("float32", "int8-g32", "int4-g32-a8", "int4-g32", "int8")
 SHAPES = [(768, 768), (2048, 768), (768, 2048), (4096, 4096), (32000, 768)]      # (N, K)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def load_baseline(path: str) -> dict:
