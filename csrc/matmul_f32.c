@@ -4,12 +4,16 @@
  * a time against x held in L1; it is memory-bound, so all that matters is keeping enough loads in
  * flight (8 independent FMA chains) and never touching W twice.
  * Prefill: a packed GEMM. x is packed into MR-row micro-panels ([k][MR]) once; each NR-row panel of
- * W is packed transposed ([k][NR]) by the thread that owns it; an MR x NR register tile accumulates
- * over all of K with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm). */
+ * W is packed transposed ([k][NR]) by the thread that owns it (AVX-512: 16 x 16 blocks transposed in
+ * registers, the next panel prefetched meanwhile); an MR x NR register tile accumulates over KC of K
+ * with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm).
+ * gemm_dequant (W8A16 / W4A16 prefill) runs on AMX (amx.c) where it can, else this GEMM on weights
+ * dequantized while packing. */
 #include "common.h"
 #include "gemm_micro.h"
+#include "amx.h"
 
-#define GEMM_MIN_T 4
+#define GEMM_MIN_T 9          /* measured: the row-streaming GEMV wins up to 8 tokens (2.4x at 4) */
 
 /* ---------------- GEMV ---------------- */
 #if PYINFER_X86
@@ -191,6 +195,51 @@ static void pack_b_f32(float *bp, const weight_src_t *src, int64_t N, int64_t n0
     pack_b(bp, src->w, N, n0, K, k0, kc, NR);
 }
 
+#if PYINFER_X86
+/* r (16 rows of 16) -> o (16 columns of 16): unpack, then 128-bit lane shuffles */
+TARGET_AVX512 static inline void transpose16(__m512 *o, const __m512 *r) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {             /* u[4i + j] quad q: rows 4i..4i+3 of column 4q + j */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 lo0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), hi0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 lo1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), hi1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        o[j] = _mm512_shuffle_f32x4(lo0, lo1, 0x88);
+        o[j + 8] = _mm512_shuffle_f32x4(lo0, lo1, 0xDD);
+        o[j + 4] = _mm512_shuffle_f32x4(hi0, hi1, 0x88);
+        o[j + 12] = _mm512_shuffle_f32x4(hi0, hi1, 0xDD);
+    }
+}
+
+/* pack_b with AVX-512: 16 x 16 blocks of W transposed in registers; rows past N and k past kc read as
+ * zero (masked loads). NR == 32. */
+TARGET_AVX512 static void pack_b_f32_avx512(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K,
+                                            int64_t k0, int64_t kc, int NR) {
+    const float *w = src->w;
+    __m512 r[16], o[16];
+    for (int64_t kk = 0; kk < kc; kk += 16) {
+        int64_t cols = MIN(16, kc - kk);
+        __mmask16 m = (__mmask16)((1u << cols) - 1);
+        for (int h = 0; h < 2; h++) {
+            for (int i = 0; i < 16; i++) {
+                int64_t n = n0 + 16 * h + i;
+                r[i] = n < N ? _mm512_maskz_loadu_ps(m, w + n * K + k0 + kk) : _mm512_setzero_ps();
+            }
+            transpose16(o, r);
+            for (int c = 0; c < cols; c++) _mm512_storeu_ps(bp + (kk + c) * NR + 16 * h, o[c]);
+        }
+    }
+}
+#endif
+
 /* int8 weights times per-channel scales (W8A16) */
 static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
@@ -202,10 +251,12 @@ static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
     }
 }
 
-/* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes */
+/* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes:
+ * one row's K block into row (kc,) a group run at a time (low nibbles, then high), then into column c */
 static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
     int64_t G = src->group_size, half = G / 2, ng = K / G;
+    float row[KC];
     for (int c = 0; c < NR; c++) {
         int64_t n = n0 + c;
         if (n >= N) {
@@ -213,13 +264,16 @@ static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
             continue;
         }
         const uint8_t *q = (const uint8_t *)src->w + n * (K / 2);
-        for (int64_t k = k0; k < k0 + kc; k++) {
-            int64_t g = k / G, j = k - g * G;
-            uint8_t b = q[g * half + (j < half ? j : j - half)];
-            float u = (float)(j < half ? (b & 15) : (b >> 4));
-            float z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
-            bp[(k - k0) * NR + c] = (u - z) * src->scales[n * ng + g];
+        for (int64_t k = k0; k < k0 + kc;) {
+            int64_t g = k / G, j = k - g * G, end = MIN(k0 + kc - g * G, G);      /* [j, end) of group g */
+            float sc = src->scales[n * ng + g], z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
+            const uint8_t *b = q + g * half;
+            int64_t at = g * G - k0;                                            /* row[at + i]: element i of g */
+            for (int64_t i = j; i < MIN(end, half); i++) row[at + i] = ((float)(b[i] & 15) - z) * sc;
+            for (int64_t i = MAX(j, half); i < end; i++) row[at + i] = ((float)(b[i - half] >> 4) - z) * sc;
+            k = g * G + end;
         }
+        for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = row[k];
     }
 }
 
@@ -241,7 +295,12 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
             for (int64_t p = 0; p < n_panels; p++) {
                 if (!bp) continue;
                 src->pack(bp, src, N, p * NR, K, k0, kc, NR);
+                /* float32 weights: the next panel's rows of this K block, fetched while this one computes */
+                int f32w = src->pack != pack_b_w8 && src->pack != pack_b_w4;
+                int64_t lines = cdiv(kc, 16), next = f32w && p + 1 < N / NR ? (p + 1) * NR : -1;
                 for (int64_t tb = 0; tb < t_blocks; tb++) {
+                    for (int64_t i = tb * NR * lines / t_blocks; next >= 0 && i < (tb + 1) * NR * lines / t_blocks; i++)
+                        __builtin_prefetch((const float *)src->w + (next + i / lines) * K + k0 + 16 * (i % lines), 0, 3);
                     if ((tb + 1) * MR <= T && (p + 1) * NR <= N) {     /* a whole tile: straight into out */
                         micro(out + tb * MR * N + p * NR, N, k0 > 0, ap + tb * MR * kc, MR, bp, NR, kc);
                         continue;
@@ -265,6 +324,9 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
     int isa = pyinfer_isa();
     if (T >= GEMM_MIN_T) {
         weight_src_t src = {pack_b_f32, w, NULL, NULL, 0};
+#if PYINFER_X86
+        if (isa >= ISA_AVX512) src.pack = pack_b_f32_avx512;      /* NR = 32 there */
+#endif
         gemm(out, x, &src, T, N, K, isa);
         return;
     }
@@ -284,6 +346,7 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
 /* W8A16 / W4A16 for prefill-sized T: the float32 GEMM on weights dequantized panel by panel */
 void gemm_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
                   int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
+    if (amx_gemm_a16(out, x, w, scales, zeros, T, N, K, weight_bits == 8 ? 0 : G, weight_bits)) return;
     weight_src_t src = {weight_bits == 8 ? pack_b_w8 : pack_b_w4, w, scales, zeros, G};
     gemm(out, x, &src, T, N, K, pyinfer_isa());
 }

@@ -400,6 +400,8 @@ static void matmul_w4(float *out, const float *x, const uint8_t *qw, const float
     int isa = pyinfer_isa();
     if (a8 && T >= AMX_MIN_T && isa >= ISA_AMX && G % 32 == 0 && amx_int8(out, x, qw, scales, zeros, T, N, K, G, 4))
         return;
+    if (!a8 && T >= AMX_A16_MIN_T && isa >= ISA_AMX && amx_gemm_a16(out, x, qw, scales, zeros, T, N, K, G, 4))
+        return;
     if (!a8 && T >= DEQUANT_GEMM_MIN_T) {
         gemm_dequant(out, x, qw, scales, zeros, T, N, K, G, 4);
         return;

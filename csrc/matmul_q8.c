@@ -299,20 +299,10 @@ static void w8a8_rows_scalar(float *out, const act8_t *act, const int8_t *qw, co
     }
 }
 
-/* the AMX path: activations quantized into 16-row padded blocks, then amx.c */
+/* the AMX path (amx.c): declared in common.h for matmul_q4.c too */
 int amx_int8(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
              int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
-    int64_t T_pad = cdiv(T, 32) * 32, ng = K / G;
-    int8_t *xq = calloc((size_t)(T_pad * K), 1);
-    float *xs = calloc((size_t)(T_pad * ng), sizeof(float));
-    int ran = 0;
-    if (xq && xs) {
-        for (int64_t t = 0; t < T; t++) quantize_row_i8(xq + t * K, xs + t * ng, x + t * K, K, G);
-        ran = amx_matmul_i8(out, xq, xs, w, scales, zeros, T, T_pad, N, K, G, weight_bits);
-    }
-    free(xq);
-    free(xs);
-    return ran;
+    return amx_gemm_a8(out, x, w, scales, zeros, T, N, K, G, weight_bits);
 }
 
 void matmul_w8a8(float *out, const float *x, const int8_t *qweight, const float *scales,
