@@ -124,11 +124,15 @@ static float w8a16_dot_float(const float *x, const int8_t *q, int64_t K) {
 void matmul_w8a16(float *out, const float *x, const int8_t *qweight, const float *scales,
                   int64_t T, int64_t N, int64_t K) {
     if (T <= 0 || N <= 0) return;
+    int isa = pyinfer_isa();
+    /* prefill from 4 tokens: AMX on 24-bit fixed-point activations (measured at 2048x768: T=4 254 vs
+     * 314 us, T=8 208 vs 573 us for the row kernels / dequantizing GEMM) */
+    if (T >= AMX_A16_MIN_T && isa >= ISA_AMX && K > 0 && amx_gemm_a16(out, x, qweight, scales, NULL, T, N, K, 0, 8))
+        return;
     if (T >= DEQUANT_GEMM_MIN_T && K > 0) {
         gemm_dequant(out, x, qweight, scales, NULL, T, N, K, 0, 8);
         return;
     }
-    int isa = pyinfer_isa();
     digits_t *dg = NULL;
     int8_t *planes = NULL;
 #if PYINFER_X86

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # every C kernel test; the stories260K text runs ~1000 steps, slow under ASan and covered by test_c_fused's others
-TESTS = ["tests/test_c_backend.py", "tests/test_c_quant.py", "tests/test_c_attention.py", "tests/test_c_fused.py",
+TESTS = ["tests/test_c_backend.py", "tests/test_c_gemm.py", "tests/test_c_quant.py", "tests/test_c_attention.py", "tests/test_c_fused.py",
          "tests/test_c_hypothesis.py"]
 # Imports pyinfer, then puts the sanitized build first on pyinfer's path so `pyinfer._C` is that one.
 RUNNER = """
