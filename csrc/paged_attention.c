@@ -7,6 +7,7 @@
  * own running max m, sum l and output per head, and they are combined by log-sum-exp. Memory-bound:
  * K and V are streamed once, straight from the cache blocks (no packing), all heads of a GQA group
  * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py). */
+#include <float.h>
 #include "common.h"
 #include "vecmath.h"
 #include "attention.h"
@@ -237,11 +238,104 @@ typedef struct {
     int64_t bs, H, KVH, hd;
 } decode_args_t;
 
+
+/* ---- small heads (hd < 16: stories260K has 8) ----
+ * Vectors across head_dim would be mostly empty, so here the vector lanes are keys: SKL keys per
+ * step, their K (then V) rows transposed in registers into hd column vectors shared by every head of
+ * the GQA group. Each lane runs its own online softmax (running max m, sum l, output per lane),
+ * so a step has no horizontal operation; the lanes are merged by log-sum-exp at the end of the
+ * partition (a fixed set of keys, so the result does not depend on the thread count either). */
+
+#define SKL 8               /* keys per step: one v8f of scores */
+
+/* off[i] = offset in floats of the cache row of key lo + i, i < hi - lo; the last row repeats up to n_pad */
+INLINE void part_rows(int64_t *off, int64_t lo, int64_t hi, int64_t n_pad, const int64_t *table, int64_t bs,
+                      int64_t row) {
+    int64_t blk = lo / bs, r = lo % bs, i = 0;
+    for (; i < hi - lo; i++) {
+        off[i] = (table[blk] * bs + r) * row;
+        if (++r == bs) {
+            r = 0;
+            blk++;
+        }
+    }
+    for (; i < n_pad; i++) off[i] = off[hi - lo - 1];
+}
+
+/* col[d] lane j = base[off[j] + d] for d < hd (HD: hd when known at compile time) */
+INLINE void gather_cols(v8f *col, const float *base, const int64_t *off, int64_t hd, const int64_t HD) {
+    if (HD == 8) {                      /* 8 row loads and a transpose */
+        for (int j = 0; j < SKL; j++) col[j] = v8f_load(base + off[j]);
+        v8f_transpose8(col);
+        return;
+    }
+    for (int64_t d = 0; d < hd; d++)
+        for (int j = 0; j < SKL; j++) col[d][j] = base[off[j] + d];
+}
+
+/* decode_part for hd < 16 (HD = hd or 0 when not a compile-time constant). st: scratch of
+ * group * (hd + 4) * SKL floats: per head m, l, e, corr (SKL each) and the output per lane (hd, SKL). */
+INLINE void decode_small(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
+                         int64_t hi, float *st, const int64_t HD) {
+    int64_t H = a->H, KVH = a->KVH, hd = HD ? HD : a->hd, group = H / KVH, row = KVH * hd, n = hi - lo;
+    int64_t steps = cdiv(n, SKL), per = (hd + 4) * SKL;
+    int64_t off[PART_KEYS + SKL];
+    part_rows(off, lo, hi, steps * SKL, a->table, a->bs, row);
+    const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int64_t kvh = 0; kvh < KVH; kvh++) {
+        const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd, *q = qs + kvh * group * hd;
+        for (int64_t t = 0; t < group; t++) {
+            float *mt = st + t * per;
+            v8f_store(mt, v8f_splat(-FLT_MAX));                  /* finite: lanes never used stay 0 */
+            memset(mt + SKL, 0, (size_t)(per - SKL) * sizeof(float));
+        }
+        for (int64_t i = 0; i < steps; i++) {
+            const int64_t *of = off + i * SKL;
+            v8i valid = lane < (v8i){0} + (int32_t)MIN(SKL, n - i * SKL);
+            v8f col[16];
+            gather_cols(col, kb, of, hd, HD);
+            for (int64_t t = 0; t < group; t++) {               /* scores, then the lane-wise softmax */
+                float *mt = st + t * per, *lt = mt + SKL, *et = lt + SKL, *ct = et + SKL;
+                const float *qt = q + t * hd;
+                v8f s = v8f_splat(qt[0]) * col[0];
+                for (int64_t d = 1; d < hd; d++) s += v8f_splat(qt[d]) * col[d];
+                v8f mo = v8f_load(mt), mn = v8f_max(mo, v8f_select(valid, s, v8f_splat(-FLT_MAX)));
+                v8f e = v8f_select(valid, v8f_exp(s - mn), v8f_splat(0.0f)), c = v8f_exp(mo - mn);
+                v8f_store(mt, mn);
+                v8f_store(lt, v8f_load(lt) * c + e);
+                v8f_store(et, e);
+                v8f_store(ct, c);
+            }
+            gather_cols(col, vb, of, hd, HD);
+            for (int64_t t = 0; t < group; t++) {               /* output per lane */
+                float *et = st + t * per + 2 * SKL, *ct = et + SKL, *ot = ct + SKL;
+                v8f e = v8f_load(et), c = v8f_load(ct);
+                for (int64_t d = 0; d < hd; d++) v8f_store(ot + d * SKL, v8f_load(ot + d * SKL) * c + e * col[d]);
+            }
+        }
+        for (int64_t t = 0; t < group; t++) {                   /* lanes merged by log-sum-exp */
+            int64_t h = kvh * group + t;
+            const float *mt = st + t * per, *ot = mt + 4 * SKL;
+            v8f mv = v8f_load(mt);
+            float mx = v8f_hmax(mv);
+            v8f w = v8f_exp(mv - mx);
+            m[h] = mx;
+            l[h] = v8f_hsum(v8f_load(mt + SKL) * w);
+            for (int64_t d = 0; d < hd; d++) o[h * hd + d] = v8f_hsum(v8f_load(ot + d * SKL) * w);
+        }
+    }
+}
+
 /* keys [lo, hi) of one sequence for all H heads. qs: (H, hd) scaled queries. Writes o (H, hd)
  * unnormalised, m and l (H,). p: (H, KCH), corr: (H,) scratch. tile: heads per K / V load, as many
  * accumulators as the instruction set's registers hold; narrow: 8-float vectors (AVX2, SSE). */
 INLINE void decode_part(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
                         int64_t hi, float *p, float *corr, const int tile, const int narrow) {
+    if (a->hd < 16) {
+        if (a->hd == 8) decode_small(o, m, l, qs, a, lo, hi, p, 8);
+        else decode_small(o, m, l, qs, a, lo, hi, p, 0);
+        return;
+    }
     int64_t H = a->H, KVH = a->KVH, hd = a->hd, group = H / KVH, row = KVH * hd;
     for (int64_t h = 0; h < H; h++) {
         m[h] = -INFINITY;
@@ -323,7 +417,8 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     threads = MAX(1, threads);
     /* one allocation: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
      * per thread: qs (H, hd), p (H, KCH), corr (H,) */
-    int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(H * KCH) + ALIGN_FLOATS(H);
+    int64_t p_floats = hd < 16 ? (H / KVH) * (hd + 4) * SKL : H * KCH;        /* decode_small's, or p */
+    int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(p_floats) + ALIGN_FLOATS(H);
     int64_t index_floats = ALIGN_FLOATS(2 * (items + B + 1));
     int64_t n_floats = index_floats + ALIGN_FLOATS(items * part) + threads * scratch;
     float *mem = aligned_alloc(64, (size_t)n_floats * sizeof(float));
@@ -341,7 +436,7 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     int isa = pyinfer_isa();
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(H * KCH);
+        float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(p_floats);
         int64_t last_b = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
