@@ -240,13 +240,14 @@ typedef struct {
 
 
 /* ---- small heads (hd < 16: stories260K has 8) ----
- * Vectors across head_dim would be mostly empty, so here the vector lanes are keys: SKL keys per
- * step, their K (then V) rows transposed in registers into hd column vectors shared by every head of
- * the GQA group. Each lane runs its own online softmax (running max m, sum l, output per lane),
- * so a step has no horizontal operation; the lanes are merged by log-sum-exp at the end of the
- * partition (a fixed set of keys, so the result does not depend on the thread count either). */
+ * Vectors across head_dim would be mostly empty, so the scores are computed with keys along the
+ * vector lanes: SKL keys a step, their K rows transposed in registers into hd column vectors shared
+ * by every head of the GQA group. A partition (<= PART_KEYS keys) is small, so it takes two passes:
+ * all its scores and their exact max, then one exp per score and p @ V with V rows as they lie
+ * (an accumulator of hd floats per head). No running rescale; the partitions are merged by
+ * log-sum-exp as on the large-head path (fixed partitions: the same result at any thread count). */
 
-#define SKL 8               /* keys per step: one v8f of scores */
+#define SKL 8               /* keys per step of the score pass: one v8f */
 
 /* off[i] = offset in floats of the cache row of key lo + i, i < hi - lo; the last row repeats up to n_pad */
 INLINE void part_rows(int64_t *off, int64_t lo, int64_t hi, int64_t n_pad, const int64_t *table, int64_t bs,
@@ -262,7 +263,7 @@ INLINE void part_rows(int64_t *off, int64_t lo, int64_t hi, int64_t n_pad, const
     for (; i < n_pad; i++) off[i] = off[hi - lo - 1];
 }
 
-/* col[d] lane j = base[off[j] + d] for d < hd (HD: hd when known at compile time) */
+/* col[d] lane j = base[off[j] + d] for d < hd (HD: hd when known at compile time, else 0) */
 INLINE void gather_cols(v8f *col, const float *base, const int64_t *off, int64_t hd, const int64_t HD) {
     if (HD == 8) {                      /* 8 row loads and a transpose */
         for (int j = 0; j < SKL; j++) col[j] = v8f_load(base + off[j]);
@@ -273,55 +274,65 @@ INLINE void gather_cols(v8f *col, const float *base, const int64_t *off, int64_t
         for (int j = 0; j < SKL; j++) col[d][j] = base[off[j] + d];
 }
 
-/* decode_part for hd < 16 (HD = hd or 0 when not a compile-time constant). st: scratch of
- * group * (hd + 4) * SKL floats: per head m, l, e, corr (SKL each) and the output per lane (hd, SKL). */
+/* o (hd,) = p (n,) @ V rows at vb + off[i] (HD as above); p and off padded to a whole step with p = 0 */
+INLINE void pv_rows(float *o, const float *p, const float *vb, const int64_t *off, int64_t n, int64_t hd,
+                    const int64_t HD) {
+    if (HD == 8) {                      /* 4 accumulators: FMA latency, not one chain */
+        v8f acc[4] = {v8f_splat(0.0f), v8f_splat(0.0f), v8f_splat(0.0f), v8f_splat(0.0f)};
+        for (int64_t i = 0; i < n; i += SKL) {
+            v8f pv = v8f_load(p + i);
+            for (int k = 0; k < SKL; k++)         /* lane k of pv broadcast: one vpermps */
+                acc[k & 3] += __builtin_shuffle(pv, (v8i){k, k, k, k, k, k, k, k}) * v8f_load(vb + off[i + k]);
+        }
+        v8f_store(o, (acc[0] + acc[1]) + (acc[2] + acc[3]));
+        return;
+    }
+    for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < hd; d++) o[d] += p[i] * vb[off[i] + d];
+}
+
+/* decode_part for hd < 16 (HD = hd or 0 when not a compile-time constant). sc: scratch of
+ * group * PART_KEYS floats (the scores, then the probabilities, of each head of a group). */
 INLINE void decode_small(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
-                         int64_t hi, float *st, const int64_t HD) {
+                         int64_t hi, float *sc, const int64_t HD) {
     int64_t H = a->H, KVH = a->KVH, hd = HD ? HD : a->hd, group = H / KVH, row = KVH * hd, n = hi - lo;
-    int64_t steps = cdiv(n, SKL), per = (hd + 4) * SKL;
+    int64_t steps = cdiv(n, SKL);
     int64_t off[PART_KEYS + SKL];
     part_rows(off, lo, hi, steps * SKL, a->table, a->bs, row);
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     for (int64_t kvh = 0; kvh < KVH; kvh++) {
         const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd, *q = qs + kvh * group * hd;
-        for (int64_t t = 0; t < group; t++) {
-            float *mt = st + t * per;
-            v8f_store(mt, v8f_splat(-FLT_MAX));                  /* finite: lanes never used stay 0 */
-            memset(mt + SKL, 0, (size_t)(per - SKL) * sizeof(float));
-        }
-        for (int64_t i = 0; i < steps; i++) {
-            const int64_t *of = off + i * SKL;
-            v8i valid = lane < (v8i){0} + (int32_t)MIN(SKL, n - i * SKL);
-            v8f col[16];
-            gather_cols(col, kb, of, hd, HD);
-            for (int64_t t = 0; t < group; t++) {               /* scores, then the lane-wise softmax */
-                float *mt = st + t * per, *lt = mt + SKL, *et = lt + SKL, *ct = et + SKL;
-                const float *qt = q + t * hd;
-                v8f s = v8f_splat(qt[0]) * col[0];
-                for (int64_t d = 1; d < hd; d++) s += v8f_splat(qt[d]) * col[d];
-                v8f mo = v8f_load(mt), mn = v8f_max(mo, v8f_select(valid, s, v8f_splat(-FLT_MAX)));
-                v8f e = v8f_select(valid, v8f_exp(s - mn), v8f_splat(0.0f)), c = v8f_exp(mo - mn);
-                v8f_store(mt, mn);
-                v8f_store(lt, v8f_load(lt) * c + e);
-                v8f_store(et, e);
-                v8f_store(ct, c);
+        v8f mx[HEAD_TILE];
+        for (int64_t g0 = 0; g0 < group; g0 += HEAD_TILE) {     /* scores, HEAD_TILE heads per K load */
+            int64_t nh = MIN(HEAD_TILE, group - g0);
+            for (int64_t t = 0; t < nh; t++) mx[t] = v8f_splat(-FLT_MAX);
+            for (int64_t i = 0; i < steps; i++) {
+                v8f col[16];
+                gather_cols(col, kb, off + i * SKL, hd, HD);
+                v8i valid = lane < (v8i){0} + (int32_t)(n - i * SKL);
+                for (int64_t t = 0; t < nh; t++) {
+                    const float *qt = q + (g0 + t) * hd;
+                    v8f s = v8f_splat(qt[0]) * col[0];
+                    for (int64_t d = 1; d < hd; d++) s += v8f_splat(qt[d]) * col[d];
+                    v8f_store(sc + (g0 + t) * PART_KEYS + i * SKL, s);
+                    mx[t] = v8f_max(mx[t], v8f_select(valid, s, v8f_splat(-FLT_MAX)));
+                }
             }
-            gather_cols(col, vb, of, hd, HD);
-            for (int64_t t = 0; t < group; t++) {               /* output per lane */
-                float *et = st + t * per + 2 * SKL, *ct = et + SKL, *ot = ct + SKL;
-                v8f e = v8f_load(et), c = v8f_load(ct);
-                for (int64_t d = 0; d < hd; d++) v8f_store(ot + d * SKL, v8f_load(ot + d * SKL) * c + e * col[d]);
-            }
+            for (int64_t t = 0; t < nh; t++) m[kvh * group + g0 + t] = v8f_hmax(mx[t]);
         }
-        for (int64_t t = 0; t < group; t++) {                   /* lanes merged by log-sum-exp */
+        for (int64_t t = 0; t < group; t++) {                   /* p = exp(s - max), its sum, p @ V */
             int64_t h = kvh * group + t;
-            const float *mt = st + t * per, *ot = mt + 4 * SKL;
-            v8f mv = v8f_load(mt);
-            float mx = v8f_hmax(mv);
-            v8f w = v8f_exp(mv - mx);
-            m[h] = mx;
-            l[h] = v8f_hsum(v8f_load(mt + SKL) * w);
-            for (int64_t d = 0; d < hd; d++) o[h * hd + d] = v8f_hsum(v8f_load(ot + d * SKL) * w);
+            float *st = sc + t * PART_KEYS;
+            v8f mh = v8f_splat(m[h]), sum = v8f_splat(0.0f);
+            for (int64_t i = 0; i < steps; i++) {
+                v8i valid = lane < (v8i){0} + (int32_t)(n - i * SKL);
+                v8f e = v8f_select(valid, v8f_exp(v8f_load(st + i * SKL) - mh), v8f_splat(0.0f));
+                v8f_store(st + i * SKL, e);
+                sum += e;
+            }
+            l[h] = v8f_hsum(sum);
+            pv_rows(o + h * hd, st, vb, off, n, hd, HD);
         }
     }
 }
@@ -405,6 +416,47 @@ static void combine(float *dst, const float *partial, int64_t first, int64_t n_p
 
 #define ALIGN_FLOATS(n) (((n) + 15) & ~(int64_t)15)      /* whole 64-byte lines */
 
+typedef struct {
+    float *out, *partial;
+    const float *q, *k, *v;
+    const int64_t *block_tables, *context_lens, *item_seq, *seq_first;
+    int64_t B, max_blocks, bs, H, KVH, hd, part;
+    float scale;
+    int isa;
+} decode_job_t;
+
+/* work item it of the job; qs (H, hd), p, corr: this thread's scratch; *last_b: the sequence qs holds */
+static void decode_item(const decode_job_t *j, int64_t it, float *qs, float *p, float *corr, int64_t *last_b) {
+    int64_t b = j->item_seq[it], H = j->H, hd = j->hd;
+    if (b != *last_b) {
+        for (int64_t i = 0; i < H * hd; i++) qs[i] = j->q[b * H * hd + i] * j->scale;
+        *last_b = b;
+    }
+    int64_t lo = (it - j->seq_first[b]) * PART_KEYS, hi = MIN(j->context_lens[b], lo + PART_KEYS);
+    decode_args_t a = {j->k, j->v, j->block_tables + b * j->max_blocks, j->bs, H, j->KVH, hd};
+    float *o = j->partial + it * j->part, *m = o + H * hd, *l = m + H;
+#if PYINFER_X86
+    if (j->isa >= ISA_AVX512) decode_part_avx512(o, m, l, qs, &a, lo, hi, p, corr);
+    else if (j->isa >= ISA_AVX2) decode_part_avx2(o, m, l, qs, &a, lo, hi, p, corr);
+    else
+#endif
+        decode_part_scalar(o, m, l, qs, &a, lo, hi, p, corr);
+}
+
+static void decode_combine(const decode_job_t *j, int64_t bh) {
+    int64_t b = bh / j->H, first = j->seq_first[b], n = j->seq_first[b + 1] - first, hd = j->hd;
+    if (n == 1) {           /* one partition: o / l (what combine gives, its weight being exp(0) = 1) */
+        const float *base = j->partial + first * j->part;
+        int64_t h = bh % j->H;
+        float inv = 1.0f / base[j->H * hd + j->H + h];
+        for (int64_t d = 0; d < hd; d++) j->out[bh * hd + d] = base[h * hd + d] * inv;
+        return;
+    }
+    combine(j->out + bh * hd, j->partial, first, n, bh % j->H, j->H, hd);
+}
+
+#define STACK_FLOATS 4096   /* scratch of small calls (stories260K: ~700 floats) lives on the stack */
+
 int paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
                       const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
                       int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads) {
@@ -415,13 +467,14 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     }
     if (total_ctx * KVH * hd * (H / KVH + 1) < 4 * PAR_MIN_WORK || items < 2) threads = 1;   /* too little work */
     threads = MAX(1, threads);
-    /* one allocation: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
-     * per thread: qs (H, hd), p (H, KCH), corr (H,) */
-    int64_t p_floats = hd < 16 ? (H / KVH) * (hd + 4) * SKL : H * KCH;        /* decode_small's, or p */
+    /* one block: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
+     * per thread: qs (H, hd), p (p_floats,), corr (H,) */
+    int64_t p_floats = hd < 16 ? MAX(H * KCH, (H / KVH) * PART_KEYS) : H * KCH;   /* p, or decode_small's */
     int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(p_floats) + ALIGN_FLOATS(H);
     int64_t index_floats = ALIGN_FLOATS(2 * (items + B + 1));
     int64_t n_floats = index_floats + ALIGN_FLOATS(items * part) + threads * scratch;
-    float *mem = aligned_alloc(64, (size_t)n_floats * sizeof(float));
+    float stack_mem[STACK_FLOATS] __attribute__((aligned(64)));
+    float *mem = n_floats <= STACK_FLOATS ? stack_mem : aligned_alloc(64, (size_t)n_floats * sizeof(float));
     if (!mem) {
         for (int64_t i = 0; i < B * H * hd; i++) out[i] = NAN;
         return -1;
@@ -433,36 +486,26 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
         seq_first[b + 1] = seq_first[b] + cdiv(context_lens[b], PART_KEYS);
         for (int64_t it = seq_first[b]; it < seq_first[b + 1]; it++) item_seq[it] = b;
     }
-    int isa = pyinfer_isa();
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(p_floats);
+    decode_job_t job = {out, partial, q, k_cache, v_cache, block_tables, context_lens, item_seq, seq_first,
+                        B, max_blocks, block_size, H, KVH, hd, part, scale, pyinfer_isa()};
+    if (threads == 1) {     /* no parallel region to enter: per-token calls of small models are ~1 us */
+        float *qs = thread_mem, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(p_floats);
         int64_t last_b = -1;
+        for (int64_t it = 0; it < items; it++) decode_item(&job, it, qs, p, corr, &last_b);
+        for (int64_t bh = 0; bh < B * H; bh++) decode_combine(&job, bh);
+    } else {
+#pragma omp parallel num_threads(threads)
+        {
+            float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd),
+                  *corr = p + ALIGN_FLOATS(p_floats);
+            int64_t last_b = -1;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t b = item_seq[it];
-            if (b != last_b) {
-                for (int64_t i = 0; i < H * hd; i++) qs[i] = q[b * H * hd + i] * scale;
-                last_b = b;
-            }
-            int64_t lo = (it - seq_first[b]) * PART_KEYS, hi = MIN(context_lens[b], lo + PART_KEYS);
-            decode_args_t a = {k_cache, v_cache, block_tables + b * max_blocks, block_size, H, KVH, hd};
-            float *o = partial + it * part, *m = o + H * hd, *l = m + H;
-#if PYINFER_X86
-            if (isa >= ISA_AVX512) decode_part_avx512(o, m, l, qs, &a, lo, hi, p, corr);
-            else if (isa >= ISA_AVX2) decode_part_avx2(o, m, l, qs, &a, lo, hi, p, corr);
-            else
-#endif
-                decode_part_scalar(o, m, l, qs, &a, lo, hi, p, corr);
-        }
+            for (int64_t it = 0; it < items; it++) decode_item(&job, it, qs, p, corr, &last_b);
 #pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            int64_t b = bh / H;
-            combine(out + bh * hd, partial, seq_first[b], seq_first[b + 1] - seq_first[b], bh % H, H, hd);
+            for (int64_t bh = 0; bh < B * H; bh++) decode_combine(&job, bh);
         }
     }
-    (void)isa;
-    free(mem);
+    if (mem != stack_mem) free(mem);
     return 0;
 }
 
