@@ -509,12 +509,23 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     return 0;
 }
 
+/* whether [a, a + na) and [b, b + nb) (floats) share a byte */
+static int overlaps(const float *a, int64_t na, const float *b, int64_t nb) {
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return na > 0 && nb > 0 && a0 < b0 + (uintptr_t)nb * sizeof(float) && b0 < a0 + (uintptr_t)na * sizeof(float);
+}
+
+/* 0; 1 + the first sequence whose metadata is out of range; -1: no memory for the scratch (out is NaN);
+ * -2: out overlaps q or a cache (nothing written) */
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                    const int64_t *block_tables, const int64_t *context_lens, int64_t B,
                                    int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,
                                    int64_t KVH, int64_t head_dim, float scale) {
     int64_t bad = check_tables(block_tables, context_lens, NULL, B, max_blocks, num_blocks, block_size, 0, 1);
     if (bad || B <= 0 || KVH <= 0 || H % KVH || head_dim <= 0) return bad;
+    int64_t n_out = B * H * head_dim, n_cache = num_blocks * block_size * KVH * head_dim;
+    if (overlaps(out, n_out, q, n_out) || overlaps(out, n_out, k_cache, n_cache) || overlaps(out, n_out, v_cache, n_cache))
+        return -2;
     return paged_decode_core(out, q, k_cache, v_cache, block_tables, context_lens, B, max_blocks, block_size, H,
                              KVH, head_dim, scale, pyinfer_num_threads());
 }

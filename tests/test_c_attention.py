@@ -155,3 +155,20 @@ def test_paged_decode_large_scores_stay_finite(c, isa, rng, hd):
     got = c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
     want = ref.paged_decode_attention(poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("alias", ["q", "k_cache", "v_cache"])
+def test_paged_decode_refuses_out_overlapping_an_input(c, rng, alias):
+    """The overlap check is in C (cheaper per call than np.may_share_memory); nothing is written."""
+    kc, vc, tables, lens = paged_setup(rng, [5, 9], 4, 2, 8)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32)
+    inputs = {"q": q, "k_cache": kc, "v_cache": vc}
+    before = {k: v.copy() for k, v in inputs.items()}
+    if alias == "q":                                        # the same array
+        out = q
+    else:                                                   # a view into the cache, not at its start
+        out = inputs[alias].reshape(-1)[3:3 + q.size].reshape(q.shape)
+    with pytest.raises(ValueError, match=f"out must not overlap {alias}"):
+        c["paged_decode_attention"](out, q, kc, vc, tables, lens, 0.35)
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(v, before[k])
