@@ -42,6 +42,42 @@ static void linear(float *out, const float *x, float *xpad, int64_t B, const int
     }
 }
 
+/* cs (B, 2, hd / 2): cos then sin of each sequence's angles, exactly as rope_f32 computes them
+ * (angle = pos * freq in float32, cos / sin in double), once per step instead of twice per layer */
+static void rope_table(float *cs, const int64_t *positions, const float *freq, int64_t B, int64_t hd) {
+    int64_t half = hd / 2;
+    for (int64_t b = 0; b < B; b++) {
+        float pos = (float)positions[b];
+        for (int64_t i = 0; i < half; i++) {
+            double angle = (double)(pos * freq[i]);
+            cs[b * hd + i] = (float)cos(angle);
+            cs[b * hd + half + i] = (float)sin(angle);
+        }
+    }
+}
+
+/* x (B, width) rotated in place pair by pair, as rope_f32; cs from rope_table */
+static void rope_apply(float *x, const float *cs, int64_t B, int64_t width, int64_t hd) {
+    int64_t half = hd / 2;
+    for (int64_t b = 0; b < B; b++) {
+        const float *c = cs + b * hd, *sn = c + half;
+        float *xr = x + b * width;
+        for (int64_t h = 0; h + hd <= width; h += hd)
+            for (int64_t i = 0; i < half; i++) {
+                float x0 = xr[h + 2 * i], x1 = xr[h + 2 * i + 1];
+                xr[h + 2 * i] = x0 * c[i] - x1 * sn[i];
+                xr[h + 2 * i + 1] = x0 * sn[i] + x1 * c[i];
+            }
+    }
+}
+
+/* x += y over n floats (the residual; a few hundred floats: no parallel region) */
+static void add_inplace(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+#define STACK_FLOATS 8192   /* activations of small batches of small models stay on the stack */
+
 /* 0 when the plan's linear shapes agree with the config, else 1 + the offending descriptor's index */
 static int64_t check_plan(const int64_t *plan, int64_t n_plan, const int64_t *cfg) {
     int64_t D = cfg[0], L = cfg[1], H = cfg[2], KVH = cfg[3], hd = cfg[4], HID = cfg[5], V = cfg[6];
@@ -77,14 +113,18 @@ int64_t decode_step_f32(float *logits, const int64_t *tokens, const int64_t *pos
     for (int64_t l = 0; l < L; l++)
         for (int i = 0; i < 7; i++) maxK = MAX(maxK, plan[HEAD_LEN + l * LAYER_LEN + 2 + i * LINEAR_LEN + 6]);
     int64_t layer_kv = num_blocks * block_size * KD;            /* floats of one layer's K (or V) cache */
-    float *buf = malloc((size_t)(B * (3 * D + 2 * QD + 2 * KD + 2 * HID + maxK)) * sizeof(float));
+    int64_t n_buf = B * (3 * D + 2 * QD + 2 * KD + 2 * HID + maxK + hd);
+    float stack_buf[STACK_FLOATS] __attribute__((aligned(64)));
+    float *buf = n_buf <= STACK_FLOATS ? stack_buf : malloc((size_t)n_buf * sizeof(float));
     if (!buf) return -2;
     float *x = buf, *h = x + B * D, *o = h + B * D, *q = o + B * D, *att = q + B * QD, *k = att + B * QD,
           *v = k + B * KD, *gate = v + B * KD, *up = gate + B * HID, *xpad = up + B * HID;   /* each (B, width) */
+    float *cs = xpad + B * maxK;                                /* (B, hd) rope cos | sin */
     float scale = 1.0f / sqrtf((float)hd);
     int threads = pyinfer_num_threads();
 
     embedding_f32(x, tokens, addr(plan[0]), B, V, D);
+    if (hd >= 2) rope_table(cs, positions, rope_freq, B, hd);
     for (int64_t l = 0; l < L; l++) {
         const int64_t *lp = plan + HEAD_LEN + l * LAYER_LEN;
         const int64_t *wq = lp + 2, *wk = wq + LINEAR_LEN, *wv = wk + LINEAR_LEN, *wo = wv + LINEAR_LEN,
@@ -94,25 +134,27 @@ int64_t decode_step_f32(float *logits, const int64_t *tokens, const int64_t *pos
         linear(q, h, xpad, B, wq);
         linear(k, h, xpad, B, wk);
         linear(v, h, xpad, B, wv);
-        rope_f32(q, q, positions, rope_freq, B, QD, hd);
-        rope_f32(k, k, positions, rope_freq, B, KD, hd);
+        if (hd >= 2) {
+            rope_apply(q, cs, B, QD, hd);
+            rope_apply(k, cs, B, KD, hd);
+        }
         kv_cache_write_f32(kc, vc, k, v, slots, B, num_blocks * block_size, KD);
         if (paged_decode_core(att, q, kc, vc, block_tables, context_lens, B, max_blocks, block_size, H, KVH, hd,
                               scale, threads)) {
-            free(buf);
+            if (buf != stack_buf) free(buf);
             return -2;                                          /* its scratch could not be allocated */
         }
         linear(o, att, xpad, B, wo);
-        add_f32(x, x, o, B * D);
+        add_inplace(x, o, B * D);
         rmsnorm_f32(h, x, addr(lp[1]), B, D, norm_eps);
         linear(gate, h, xpad, B, w1);
         linear(up, h, xpad, B, w3);
         silu_mul_f32(gate, gate, up, B * HID);
         linear(o, gate, xpad, B, w2);
-        add_f32(x, x, o, B * D);
+        add_inplace(x, o, B * D);
     }
     rmsnorm_f32(h, x, addr(plan[1]), B, D, norm_eps);
     linear(logits, h, xpad, B, plan + 2);
-    free(buf);
+    if (buf != stack_buf) free(buf);
     return 0;
 }

@@ -6,10 +6,12 @@
  * sequence is cut into partitions of a fixed number of keys, shared among threads; each keeps its
  * own running max m, sum l and output per head, and they are combined by log-sum-exp. Memory-bound:
  * K and V are streamed once, straight from the cache blocks (no packing), all heads of a GQA group
- * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py). */
+ * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py).
+ * Heads smaller than a vector (hd < 16) take paged_decode_small.h's path, keys along the lanes. */
 #include "common.h"
 #include "vecmath.h"
 #include "attention.h"
+#include "paged_decode_small.h"     /* decode_args_t, PART_KEYS, HEAD_TILE, decode_small (hd < 16) */
 
 /* 0 when every index a sequence uses is in range, else 1 + the first bad sequence */
 static int64_t check_tables(const int64_t *block_tables, const int64_t *context_lens, const int64_t *cu,
@@ -59,8 +61,6 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
  * on the thread count, so neither does the result (bitwise). */
 
 #define KCH 16              /* keys per chunk: one score vector */
-#define PART_KEYS 256       /* keys per work item */
-#define HEAD_TILE 8         /* query heads sharing each K / V load, at most (16 zmm accumulators) */
 
 /* offsets (in floats) of the rows of keys [c0, c0 + KCH) in the caches; past hi the last row repeats */
 INLINE void chunk_rows(int64_t *off, int64_t c0, int64_t hi, const int64_t *table, int64_t bs, int64_t row) {
@@ -231,17 +231,17 @@ INLINE void pv_heads(float *o, const float *p, const float *corr, const float *v
     }
 }
 
-typedef struct {
-    const float *k, *v;         /* caches (num_blocks, block_size, KVH, hd) */
-    const int64_t *table;       /* this sequence's block table */
-    int64_t bs, H, KVH, hd;
-} decode_args_t;
 
 /* keys [lo, hi) of one sequence for all H heads. qs: (H, hd) scaled queries. Writes o (H, hd)
  * unnormalised, m and l (H,). p: (H, KCH), corr: (H,) scratch. tile: heads per K / V load, as many
  * accumulators as the instruction set's registers hold; narrow: 8-float vectors (AVX2, SSE). */
 INLINE void decode_part(float *o, float *m, float *l, const float *qs, const decode_args_t *a, int64_t lo,
                         int64_t hi, float *p, float *corr, const int tile, const int narrow) {
+    if (a->hd < 16) {
+        if (a->hd == 8) decode_small(o, m, l, qs, a, lo, hi, p, 8);
+        else decode_small(o, m, l, qs, a, lo, hi, p, 0);
+        return;
+    }
     int64_t H = a->H, KVH = a->KVH, hd = a->hd, group = H / KVH, row = KVH * hd;
     for (int64_t h = 0; h < H; h++) {
         m[h] = -INFINITY;
@@ -311,6 +311,47 @@ static void combine(float *dst, const float *partial, int64_t first, int64_t n_p
 
 #define ALIGN_FLOATS(n) (((n) + 15) & ~(int64_t)15)      /* whole 64-byte lines */
 
+typedef struct {
+    float *out, *partial;
+    const float *q, *k, *v;
+    const int64_t *block_tables, *context_lens, *item_seq, *seq_first;
+    int64_t B, max_blocks, bs, H, KVH, hd, part;
+    float scale;
+    int isa;
+} decode_job_t;
+
+/* work item it of the job; qs (H, hd), p, corr: this thread's scratch; *last_b: the sequence qs holds */
+static void decode_item(const decode_job_t *j, int64_t it, float *qs, float *p, float *corr, int64_t *last_b) {
+    int64_t b = j->item_seq[it], H = j->H, hd = j->hd;
+    if (b != *last_b) {
+        for (int64_t i = 0; i < H * hd; i++) qs[i] = j->q[b * H * hd + i] * j->scale;
+        *last_b = b;
+    }
+    int64_t lo = (it - j->seq_first[b]) * PART_KEYS, hi = MIN(j->context_lens[b], lo + PART_KEYS);
+    decode_args_t a = {j->k, j->v, j->block_tables + b * j->max_blocks, j->bs, H, j->KVH, hd};
+    float *o = j->partial + it * j->part, *m = o + H * hd, *l = m + H;
+#if PYINFER_X86
+    if (j->isa >= ISA_AVX512) decode_part_avx512(o, m, l, qs, &a, lo, hi, p, corr);
+    else if (j->isa >= ISA_AVX2) decode_part_avx2(o, m, l, qs, &a, lo, hi, p, corr);
+    else
+#endif
+        decode_part_scalar(o, m, l, qs, &a, lo, hi, p, corr);
+}
+
+static void decode_combine(const decode_job_t *j, int64_t bh) {
+    int64_t b = bh / j->H, first = j->seq_first[b], n = j->seq_first[b + 1] - first, hd = j->hd;
+    if (n == 1) {           /* one partition: o / l (what combine gives, its weight being exp(0) = 1) */
+        const float *base = j->partial + first * j->part;
+        int64_t h = bh % j->H;
+        float inv = 1.0f / base[j->H * hd + j->H + h];
+        for (int64_t d = 0; d < hd; d++) j->out[bh * hd + d] = base[h * hd + d] * inv;
+        return;
+    }
+    combine(j->out + bh * hd, j->partial, first, n, bh % j->H, j->H, hd);
+}
+
+#define STACK_FLOATS 4096   /* scratch of small calls (stories260K: ~700 floats) lives on the stack */
+
 int paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
                       const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
                       int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads) {
@@ -321,12 +362,14 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     }
     if (total_ctx * KVH * hd * (H / KVH + 1) < 4 * PAR_MIN_WORK || items < 2) threads = 1;   /* too little work */
     threads = MAX(1, threads);
-    /* one allocation: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
-     * per thread: qs (H, hd), p (H, KCH), corr (H,) */
-    int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(H * KCH) + ALIGN_FLOATS(H);
+    /* one block: item_seq (items,) int64 | seq_first (B + 1,) int64 | partials (items, H * (hd + 2)) |
+     * per thread: qs (H, hd), p (p_floats,), corr (H,) */
+    int64_t p_floats = hd < 16 ? MAX(H * KCH, (H / KVH) * PART_KEYS) : H * KCH;   /* p, or decode_small's */
+    int64_t part = H * (hd + 2), scratch = ALIGN_FLOATS(H * hd) + ALIGN_FLOATS(p_floats) + ALIGN_FLOATS(H);
     int64_t index_floats = ALIGN_FLOATS(2 * (items + B + 1));
     int64_t n_floats = index_floats + ALIGN_FLOATS(items * part) + threads * scratch;
-    float *mem = aligned_alloc(64, (size_t)n_floats * sizeof(float));
+    float stack_mem[STACK_FLOATS] __attribute__((aligned(64)));
+    float *mem = n_floats <= STACK_FLOATS ? stack_mem : aligned_alloc(64, (size_t)n_floats * sizeof(float));
     if (!mem) {
         for (int64_t i = 0; i < B * H * hd; i++) out[i] = NAN;
         return -1;
@@ -338,45 +381,46 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
         seq_first[b + 1] = seq_first[b] + cdiv(context_lens[b], PART_KEYS);
         for (int64_t it = seq_first[b]; it < seq_first[b + 1]; it++) item_seq[it] = b;
     }
-    int isa = pyinfer_isa();
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(H * KCH);
+    decode_job_t job = {out, partial, q, k_cache, v_cache, block_tables, context_lens, item_seq, seq_first,
+                        B, max_blocks, block_size, H, KVH, hd, part, scale, pyinfer_isa()};
+    if (threads == 1) {     /* no parallel region to enter: per-token calls of small models are ~1 us */
+        float *qs = thread_mem, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(p_floats);
         int64_t last_b = -1;
+        for (int64_t it = 0; it < items; it++) decode_item(&job, it, qs, p, corr, &last_b);
+        for (int64_t bh = 0; bh < B * H; bh++) decode_combine(&job, bh);
+    } else {
+#pragma omp parallel num_threads(threads)
+        {
+            float *qs = thread_mem + omp_tid() * scratch, *p = qs + ALIGN_FLOATS(H * hd),
+                  *corr = p + ALIGN_FLOATS(p_floats);
+            int64_t last_b = -1;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            int64_t b = item_seq[it];
-            if (b != last_b) {
-                for (int64_t i = 0; i < H * hd; i++) qs[i] = q[b * H * hd + i] * scale;
-                last_b = b;
-            }
-            int64_t lo = (it - seq_first[b]) * PART_KEYS, hi = MIN(context_lens[b], lo + PART_KEYS);
-            decode_args_t a = {k_cache, v_cache, block_tables + b * max_blocks, block_size, H, KVH, hd};
-            float *o = partial + it * part, *m = o + H * hd, *l = m + H;
-#if PYINFER_X86
-            if (isa >= ISA_AVX512) decode_part_avx512(o, m, l, qs, &a, lo, hi, p, corr);
-            else if (isa >= ISA_AVX2) decode_part_avx2(o, m, l, qs, &a, lo, hi, p, corr);
-            else
-#endif
-                decode_part_scalar(o, m, l, qs, &a, lo, hi, p, corr);
-        }
+            for (int64_t it = 0; it < items; it++) decode_item(&job, it, qs, p, corr, &last_b);
 #pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            int64_t b = bh / H;
-            combine(out + bh * hd, partial, seq_first[b], seq_first[b + 1] - seq_first[b], bh % H, H, hd);
+            for (int64_t bh = 0; bh < B * H; bh++) decode_combine(&job, bh);
         }
     }
-    (void)isa;
-    free(mem);
+    if (mem != stack_mem) free(mem);
     return 0;
 }
 
+/* whether [a, a + na) and [b, b + nb) (floats) share a byte */
+static int overlaps(const float *a, int64_t na, const float *b, int64_t nb) {
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return na > 0 && nb > 0 && a0 < b0 + (uintptr_t)nb * sizeof(float) && b0 < a0 + (uintptr_t)na * sizeof(float);
+}
+
+/* 0; 1 + the first sequence whose metadata is out of range; -1: no memory for the scratch (out is NaN);
+ * -2: out overlaps q or a cache (nothing written) */
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                    const int64_t *block_tables, const int64_t *context_lens, int64_t B,
                                    int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,
                                    int64_t KVH, int64_t head_dim, float scale) {
     int64_t bad = check_tables(block_tables, context_lens, NULL, B, max_blocks, num_blocks, block_size, 0, 1);
     if (bad || B <= 0 || KVH <= 0 || H % KVH || head_dim <= 0) return bad;
+    int64_t n_out = B * H * head_dim, n_cache = num_blocks * block_size * KVH * head_dim;
+    if (overlaps(out, n_out, q, n_out) || overlaps(out, n_out, k_cache, n_cache) || overlaps(out, n_out, v_cache, n_cache))
+        return -2;
     return paged_decode_core(out, q, k_cache, v_cache, block_tables, context_lens, B, max_blocks, block_size, H,
                              KVH, head_dim, scale, pyinfer_num_threads());
 }

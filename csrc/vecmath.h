@@ -90,4 +90,57 @@ VINLINE float v8f_hsum(v8f v) {
     v += __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0});
     return v[0];
 }
+
+VINLINE v8f v8f_splat(float a) { return (v8f){a, a, a, a, a, a, a, a}; }
+VINLINE v8f v8f_select(v8i mask, v8f a, v8f b) { return (v8f)((mask & (v8i)a) | (~mask & (v8i)b)); }
+VINLINE v8f v8f_max(v8f a, v8f b) { return v8f_select(a > b, a, b); }
+VINLINE v8f v8f_min(v8f a, v8f b) { return v8f_select(a < b, a, b); }
+VINLINE float v8f_hmax(v8f v) {
+    v = v8f_max(v, __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3}));
+    v = v8f_max(v, __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1}));
+    v = v8f_max(v, __builtin_shuffle(v, (v8i){1, 0, 1, 0, 1, 0, 1, 0}));
+    return v[0];
+}
+/* v16f_exp on 8 lanes (the same constants, the same results lane for lane) */
+VINLINE v8f v8f_exp(v8f x) {
+    x = v8f_min(v8f_max(x, v8f_splat(-87.3f)), v8f_splat(88.3f));
+    const v8f magic = v8f_splat(12582912.0f);
+    v8f t = x * v8f_splat(1.44269504088896341f) + magic;
+    v8f n = t - magic;
+    v8f r = x - n * v8f_splat(0.693359375f);
+    r = r - n * v8f_splat(-2.12194440e-4f);
+    v8f p = v8f_splat(1.9875691500e-4f);
+    p = p * r + v8f_splat(1.3981999507e-3f);
+    p = p * r + v8f_splat(8.3334519073e-3f);
+    p = p * r + v8f_splat(4.1665795894e-2f);
+    p = p * r + v8f_splat(1.6666665459e-1f);
+    p = p * r + v8f_splat(5.0000001201e-1f);
+    p = p * (r * r) + r + v8f_splat(1.0f);
+    v8i ni = __builtin_convertvector(n, v8i);
+    v8i bits = (ni + 127) << 23;
+    v8f scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+/* in place: r[d] lane j = r[j] lane d (the AVX 8x8 transpose: unpack, shufps, 128-bit halves) */
+VINLINE void v8f_transpose8(v8f r[8]) {
+    const v8i lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    const v8i a = {0, 1, 8, 9, 4, 5, 12, 13}, b = {2, 3, 10, 11, 6, 7, 14, 15};
+    const v8i h0 = {0, 1, 2, 3, 8, 9, 10, 11}, h1 = {4, 5, 6, 7, 12, 13, 14, 15};
+    v8f t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], lo);
+        t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], hi);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = __builtin_shuffle(t[4 * i], t[4 * i + 2], a);
+        u[4 * i + 1] = __builtin_shuffle(t[4 * i], t[4 * i + 2], b);
+        u[4 * i + 2] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], a);
+        u[4 * i + 3] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], b);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], h0);
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], h1);
+    }
+}
 #endif

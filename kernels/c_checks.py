@@ -34,6 +34,11 @@ def f32(name, a, ndim, writable=False):
 
 def index(name, a, ndim):
     """An integer index array as contiguous int64 (copied only when it is another integer type)."""
+    if type(a) is np.ndarray and a.ndim == ndim:        # the common cases without the checks' calls
+        if a.dtype is I64:
+            return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+        if a.dtype.kind in "iu":
+            return np.ascontiguousarray(a, dtype=np.int64)
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype.kind not in "iu":

@@ -182,7 +182,7 @@ def load():
         lib.attention_prefill_f32(buf(F, out), buf(F, q), buf(F, k), buf(F, v), T, S, H, KVH, hd, float(scale))
         return out
 
-    def _paged_common(out, q, k_cache, v_cache, block_tables, context_lens):
+    def _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=True):
         chk.f32("q", q, 3)
         chk.f32("out", out, 3, writable=True)
         chk.shape("out", out, q.shape)
@@ -199,7 +199,8 @@ def load():
             raise ValueError(f"n_heads={H} is not a multiple of n_kv_heads={KVH}")
         if tables.shape[0] != lens.shape[0]:
             raise ValueError(f"block_tables has {tables.shape[0]} rows, context_lens {lens.shape[0]}")
-        chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
+        if overlap:             # else the caller's C kernel checks it (cheaper than may_share_memory)
+            chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
         return tables, lens
 
     def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
@@ -219,13 +220,16 @@ def load():
     def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
         """out, q: (B, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
         context_lens: (B,) >= 1."""
-        tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens)
+        tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=False)
         if len(lens) != q.shape[0]:
             raise ValueError(f"context_lens has {len(lens)} entries, q has {q.shape[0]} sequences")
         nb, bs, KVH, hd = k_cache.shape
         bad = lib.paged_decode_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                              buf(I64, lens), len(lens), tables.shape[1], nb, bs, q.shape[1], KVH, hd,
                                              float(scale))
+        if bad == -2:
+            chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)    # names the overlap
+            raise ValueError("out must not overlap q, k_cache or v_cache")
         if bad < 0:
             raise MemoryError("paged_decode_attention: no memory for its per-call scratch")
         if bad:

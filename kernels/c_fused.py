@@ -1,7 +1,6 @@
 """The C backend's fused decode step (csrc/fused.c): one call runs every layer of a decode batch."""
 from __future__ import annotations
 
-import numpy as np
 
 from . import c_checks as chk
 from .c_cpu import rope_freq
@@ -10,6 +9,18 @@ from .c_cpu import rope_freq
 def make_decode_step(ffi, lib):
     buf = ffi.from_buffer
     F, I64 = "float[]", "int64_t[]"
+    # the last plan's C views (a model calls with the same plan every step; the plan keeps its arrays
+    # alive) and the last caches' views: from_buffer per call was a third of the wrapper's time
+    last_plan = [None, None]                    # plan, (table, config, rope_freq, eps, expected cache dims)
+    last_cache = [None, None, None, None]       # k_cache, v_cache, their views
+
+    def plan_views(plan):
+        if last_plan[0] is not plan:
+            c = plan.config
+            freq = rope_freq(c.head_dim, float(c.rope_theta))
+            last_plan[:] = [plan, (buf(I64, plan.table), buf(I64, plan.config_table), buf(F, freq),
+                                   float(c.norm_eps), (c.n_layers, c.n_kv_heads, c.head_dim), freq)]
+        return last_plan[1]
 
     def decode_step(logits, tokens, positions, slot_mapping, block_tables, context_lens, k_cache, v_cache, plan):
         """logits: (B, vocab) f32 out; tokens, positions, slot_mapping, context_lens: (B,) int;
@@ -17,28 +28,33 @@ def make_decode_step(ffi, lib):
         plan: kernels.fused_reference.DecodePlan."""
         c = plan.config
         tokens = chk.index("tokens", tokens, 1)
-        B = len(tokens)
+        B = tokens.shape[0]
         positions = chk.index("positions", positions, 1)
         slots = chk.index("slot_mapping", slot_mapping, 1)
         lens = chk.index("context_lens", context_lens, 1)
         tables = chk.index("block_tables", block_tables, 2)
-        for name, a in (("positions", positions), ("slot_mapping", slots), ("context_lens", lens)):
-            chk.shape(name, a, (B,))
+        if not (positions.shape[0] == slots.shape[0] == lens.shape[0] == B):    # the messages, when not
+            for name, a in (("positions", positions), ("slot_mapping", slots), ("context_lens", lens)):
+                chk.shape(name, a, (B,))
         if tables.shape[0] != B:
             raise ValueError(f"block_tables has {tables.shape[0]} rows for {B} sequences")
         chk.f32("logits", logits, 2, writable=True)
-        chk.shape("logits", logits, (B, c.vocab_size))
+        if logits.shape != (B, c.vocab_size):
+            chk.shape("logits", logits, (B, c.vocab_size))
         chk.f32("k_cache", k_cache, 5, writable=True)
         chk.f32("v_cache", v_cache, 5, writable=True)
+        table, config, freq, eps, dims, _ = plan_views(plan)
         L, nb, bs, KVH, hd = k_cache.shape
-        if (L, KVH, hd) != (c.n_layers, c.n_kv_heads, c.head_dim):
+        if (L, KVH, hd) != dims:
             raise ValueError(f"k_cache has shape {k_cache.shape}, the model has {c.n_layers} layers, "
                              f"{c.n_kv_heads} KV heads of {c.head_dim}")
-        chk.shape("v_cache", v_cache, k_cache.shape)
+        if v_cache.shape != k_cache.shape:
+            chk.shape("v_cache", v_cache, k_cache.shape)
+        if last_cache[0] is not k_cache or last_cache[1] is not v_cache:
+            last_cache[:] = [k_cache, v_cache, buf(F, k_cache), buf(F, v_cache)]
         bad = lib.decode_step_f32(buf(F, logits), buf(I64, tokens), buf(I64, positions), buf(I64, slots),
-                                  buf(I64, tables), buf(I64, lens), B, tables.shape[1], buf(F, k_cache),
-                                  buf(F, v_cache), nb, bs, buf(I64, plan.config_table), float(c.norm_eps),
-                                  buf(F, rope_freq(c.head_dim, float(c.rope_theta))), buf(I64, plan.table), len(plan.table))
+                                  buf(I64, tables), buf(I64, lens), B, tables.shape[1], last_cache[2],
+                                  last_cache[3], nb, bs, config, eps, freq, table, len(plan.table))
         if bad == -1:
             raise ValueError("decode plan does not match the model config")
         if bad == -2:

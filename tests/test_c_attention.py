@@ -115,6 +115,14 @@ DECODE_CASES = [
     (12, 1, 128, 7, [530, 6]),
     (18, 2, 33, 16, [64, 1, 255]),
     (32, 8, 128, 16, [1024, 3]),
+    # head_dim < 16 takes the keys-along-lanes path (8 keys a step): step boundaries +-1, hd 8 (the
+    # transposed loads) and others (gathered columns), the hd = 16 edge of the large-head path
+    (8, 4, 8, 16, [7, 8, 9, 1, 255, 256, 257]),
+    (8, 4, 8, 7, [530, 15, 17]),
+    (9, 3, 8, 256, [600, 3]),
+    (6, 2, 15, 1, [9, 263]),
+    (3, 3, 1, 16, [8, 1, 40]),
+    (4, 1, 16, 16, [17, 1]),
 ]
 
 
@@ -138,11 +146,29 @@ def test_paged_decode_shapes_threads_and_bounds(c, isa, rng, H, KVH, hd, block_s
     np.testing.assert_array_equal(got[2], got[1])
 
 
-def test_paged_decode_large_scores_stay_finite(c, isa, rng):
+@pytest.mark.parametrize("hd", [32, 8])
+def test_paged_decode_large_scores_stay_finite(c, isa, rng, hd):
     """Scores of a few hundred: the running max and the log-sum-exp merge of partitions keep exp finite."""
-    kc, vc, tables, lens = paged_setup(rng, [700, 40], 16, 2, 32)
+    kc, vc, tables, lens = paged_setup(rng, [700, 40, 3], 16, 2, hd)
     kc *= 30.0
-    q = 3 * rng.standard_normal((2, 4, 32)).astype(np.float32)
+    q = 3 * rng.standard_normal((3, 4, hd)).astype(np.float32)
     got = c["paged_decode_attention"](poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
     want = ref.paged_decode_attention(poisoned(q.shape), q, kc, vc, tables, lens, 1.0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("alias", ["q", "k_cache", "v_cache"])
+def test_paged_decode_refuses_out_overlapping_an_input(c, rng, alias):
+    """The overlap check is in C (cheaper per call than np.may_share_memory); nothing is written."""
+    kc, vc, tables, lens = paged_setup(rng, [5, 9], 4, 2, 8)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32)
+    inputs = {"q": q, "k_cache": kc, "v_cache": vc}
+    before = {k: v.copy() for k, v in inputs.items()}
+    if alias == "q":                                        # the same array
+        out = q
+    else:                                                   # a view into the cache, not at its start
+        out = inputs[alias].reshape(-1)[3:3 + q.size].reshape(q.shape)
+    with pytest.raises(ValueError, match=f"out must not overlap {alias}"):
+        c["paged_decode_attention"](out, q, kc, vc, tables, lens, 0.35)
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(v, before[k])
