@@ -40,19 +40,27 @@ static void rmsnorm_scalar(float *o, const float *x, const float *w, int64_t D, 
     for (int64_t i = 0; i < D; i++) o[i] = w[i] * (inv * x[i]);
 }
 
+static void rmsnorm_dispatch(float *out, const float *x, const float *w, int64_t D, float eps, int isa) {
+#if PYINFER_X86
+    if (isa >= ISA_AVX512) rmsnorm_avx512(out, x, w, D, eps);
+    else if (isa >= ISA_AVX2) rmsnorm_avx2(out, x, w, D, eps);
+    else
+#endif
+        rmsnorm_scalar(out, x, w, D, eps);
+    (void)isa;
+}
+
+/* Small work runs without entering an OpenMP region: even `parallel if (0)` builds a team (~0.5 us),
+ * which a small model's decode step would pay ~45 times per token. */
 void rmsnorm_f32(float *out, const float *x, const float *w, int64_t T, int64_t D, float eps) {
     if (T <= 0 || D <= 0) return;
     int isa = pyinfer_isa();
-#pragma omp parallel for schedule(static) if (T * D >= PAR_MIN_WORK)
-    for (int64_t t = 0; t < T; t++) {
-#if PYINFER_X86
-        if (isa >= ISA_AVX512) rmsnorm_avx512(out + t * D, x + t * D, w, D, eps);
-        else if (isa >= ISA_AVX2) rmsnorm_avx2(out + t * D, x + t * D, w, D, eps);
-        else
-#endif
-            rmsnorm_scalar(out + t * D, x + t * D, w, D, eps);
+    if (T * D < PAR_MIN_WORK || T == 1) {
+        for (int64_t t = 0; t < T; t++) rmsnorm_dispatch(out + t * D, x + t * D, w, D, eps, isa);
+        return;
     }
-    (void)isa;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; t++) rmsnorm_dispatch(out + t * D, x + t * D, w, D, eps, isa);
 }
 
 /* ---- RoPE: angle = pos * freq_i in float32, cos/sin in double (as the reference) ---- */
@@ -104,25 +112,35 @@ static void silu_mul_scalar(float *o, const float *g, const float *u, int64_t n)
     for (int64_t i = 0; i < n; i++) o[i] = silu_scalar(g[i]) * u[i];
 }
 
-void silu_mul_f32(float *out, const float *gate, const float *up, int64_t n) {
-    if (n <= 0) return;
-    int isa = pyinfer_isa();
-#pragma omp parallel if (n >= 4 * PAR_MIN_WORK)
-    {
-        int64_t lo, hi;
-        thread_range(n, 256, omp_tid(), omp_nt(), &lo, &hi);
+static void silu_mul_part(float *out, const float *gate, const float *up, int64_t n, int isa, int tid, int nt) {
+    int64_t lo, hi;
+    thread_range(n, 256, tid, nt, &lo, &hi);
 #if PYINFER_X86
-        if (isa >= ISA_AVX512) silu_mul_avx512(out + lo, gate + lo, up + lo, hi - lo);
-        else if (isa >= ISA_AVX2) silu_mul_avx2(out + lo, gate + lo, up + lo, hi - lo);
-        else
+    if (isa >= ISA_AVX512) silu_mul_avx512(out + lo, gate + lo, up + lo, hi - lo);
+    else if (isa >= ISA_AVX2) silu_mul_avx2(out + lo, gate + lo, up + lo, hi - lo);
+    else
 #endif
-            silu_mul_scalar(out + lo, gate + lo, up + lo, hi - lo);
-    }
+        silu_mul_scalar(out + lo, gate + lo, up + lo, hi - lo);
     (void)isa;
 }
 
+void silu_mul_f32(float *out, const float *gate, const float *up, int64_t n) {
+    if (n <= 0) return;
+    int isa = pyinfer_isa();
+    if (n < 4 * PAR_MIN_WORK) {
+        silu_mul_part(out, gate, up, n, isa, 0, 1);
+        return;
+    }
+#pragma omp parallel
+    silu_mul_part(out, gate, up, n, isa, omp_tid(), omp_nt());
+}
+
 void add_f32(float *out, const float *x, const float *y, int64_t n) {
-#pragma omp parallel for schedule(static) if (n >= 8 * PAR_MIN_WORK)
+    if (n < 8 * PAR_MIN_WORK) {
+        for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
 }
 

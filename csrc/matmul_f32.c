@@ -315,6 +315,20 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
     free(ap);
 }
 
+/* thread tid of nt: its share of the N output rows */
+static void gemv_rows(float *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K, int isa,
+                      int tid, int nt) {
+    int64_t lo, hi;
+    thread_range(N, 16, tid, nt, &lo, &hi);
+#if PYINFER_X86
+    if (isa >= ISA_AVX512) gemv_avx512(out, x, w, T, lo, hi, N, K);
+    else if (isa >= ISA_AVX2) gemv_avx2(out, x, w, T, lo, hi, N, K);
+    else
+#endif
+        gemv_scalar(out, x, w, T, lo, hi, N, K);
+    (void)isa;
+}
+
 void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K) {
     if (T <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -330,17 +344,12 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
         gemm(out, x, &src, T, N, K, isa);
         return;
     }
-#pragma omp parallel if (N * K >= 4 * PAR_MIN_WORK)
-    {
-        int64_t lo, hi;
-        thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
-#if PYINFER_X86
-        if (isa >= ISA_AVX512) gemv_avx512(out, x, w, T, lo, hi, N, K);
-        else if (isa >= ISA_AVX2) gemv_avx2(out, x, w, T, lo, hi, N, K);
-        else
-#endif
-            gemv_scalar(out, x, w, T, lo, hi, N, K);
+    if (N * K < 4 * PAR_MIN_WORK || pyinfer_num_threads() == 1) {   /* no OpenMP team for small work */
+        gemv_rows(out, x, w, T, N, K, isa, 0, 1);
+        return;
     }
+#pragma omp parallel
+    gemv_rows(out, x, w, T, N, K, isa, omp_tid(), omp_nt());
 }
 
 /* W8A16 / W4A16 for prefill-sized T: the float32 GEMM on weights dequantized panel by panel */
