@@ -75,13 +75,18 @@ def model_weights(preset: str, formats: list[str], progress) -> dict:
 
 
 def end_to_end(preset: str, weights_by_format: dict, n_decode: int, prompt_len: int, repeats: int,
-               progress) -> list[dict]:
+               progress, triad=None) -> list[dict]:
+    """Decode and prefill per format, fused and op by op; with a cpu_env.TriadProbe, each row's
+    triad_gbs is the triad measured right before and after it (the higher)."""
     rows = []
     for fmt, weights in weights_by_format.items():
         for fused in (True, False):
             progress(f"end to end {preset} {fmt} {'fused' if fused else 'op by op'}")
+            before = triad.gbs() if triad else None
             r = decode_and_prefill(weights, c_ops(fused), n_decode, prompt_len, repeats)
-            rows.append({"model": preset, "format": fmt, "path": "fused decode step" if fused else "op by op", **r})
+            local = {"triad_gbs": max(before, triad.gbs())} if triad else {}
+            rows.append({"model": preset, "format": fmt, "path": "fused decode step" if fused else "op by op",
+                         **r, **local})
     return rows
 
 

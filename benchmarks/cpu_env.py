@@ -99,6 +99,22 @@ def ceilings(n_bytes: int = 256 << 20, repeats: int = 7) -> dict:
     return {"read_gbs": 4 * n / t_read / 1e9, "triad_gbs": 12 * n / t_triad / 1e9, "array_mb": n_bytes / 1e6}
 
 
+class TriadProbe:
+    """A STREAM triad kept ready (arrays allocated and touched once) to measure the bandwidth ceiling
+    right beside each memory-bound case: this machine's bandwidth moves by 2x within a run, so a case's
+    % of triad is taken against the triad measured just before and just after it (the higher)."""
+
+    def __init__(self, n_bytes: int = 256 << 20):
+        from pyinfer import _C
+        self._lib, self.n = _C.lib, n_bytes // 4
+        self._arrays = [np.full(self.n, 1.0, np.float32) for _ in range(3)]     # (n,) each: a, b, c
+        self._ptrs = [_C.ffi.from_buffer("float[]", x) for x in self._arrays]
+
+    def gbs(self, repeats: int = 3) -> float:
+        pa, pb, pc = self._ptrs
+        return 12 * self.n / median_time(lambda: self._lib.stream_triad_f32(pa, pb, pc, 3.0, self.n), repeats) / 1e9
+
+
 def numpy_matmul_gflops(M: int = 512, K: int = 4096, N: int = 4096, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((N, K), dtype=np.float32)
