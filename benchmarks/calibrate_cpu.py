@@ -170,8 +170,8 @@ def main(args) -> int:
         print(f"{r.preset:<12}{r.backend:<8}{r.weights:<12}{r.context:>5}{r.measured_s * 1e3:>9.2f}ms"
               f"{r.nominal_s * 1e3:>9.2f}ms{pred * 1e3:>9.2f}ms{100 * cal.residual(r):>12.0f}%"
               f"{100 * cal.residual(r, effs[r.key]):>7.0f}%{held:>9}")
-    print(f"\n{'device/backend/weights':<34}{'memory eff':>11}{'compute eff':>12}{'overhead/call':>14}"
-          f"{'max |resid| before':>19}{'after':>7}")
+    print(f"\n{'device/backend/weights':<34}{'mem eff DRAM':>13}{'in cache':>9}{'compute eff':>12}"
+          f"{'overhead/call':>14}{'max |resid| before':>19}{'after':>7}{'held out':>9}")
     summary = {}
     for key, e in effs.items():
         rs = [r for r in runs if r.key == key]
@@ -180,8 +180,10 @@ def main(args) -> int:
         held = [abs(lopo[i]) for i, r in enumerate(runs) if r.key == key and i in lopo]
         summary[key] = {"max_abs_residual_before": before, "max_abs_residual_after": after,
                         "max_abs_residual_held_out": max(held) if held else None}
-        print(f"{key:<34}{e.memory:>11.3f}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
-              f"{100 * before:>18.0f}%{100 * after:>6.0f}%")
+        cache = "-" if e.memory_cache is None else f"{e.memory_cache:.3f}"
+        held_s = f"{100 * max(held):.0f}%" if held else "-"
+        print(f"{key:<34}{e.memory:>13.3f}{cache:>9}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
+              f"{100 * before:>18.0f}%{100 * after:>6.0f}%{held_s:>9}")
     gpu = cal.compare_gpu_results(ROOT / "benchmarks" / "results")
     gpu_effs = {}
     if gpu:
@@ -200,7 +202,8 @@ def main(args) -> int:
         f"{'-quick' if args.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": info, "this_cpu": {"peak_flops": dict(device.peak_flops), "read_bw": device.memory_bw,
-                                            **dict(device.extra), "source": device.source},
+                                            **dict(device.extra), "bw_curve": [list(p) for p in device.bw_curve],
+                                            "source": device.source},
               "quick": args.quick, "presets": presets, "contexts": list(contexts), "steps": steps, "passes": passes,
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
               "kernels": kernels, **cal.calibration_json(runs, effs), "residuals": summary, "gpu": gpu,

@@ -11,17 +11,36 @@ from pyinfer.analysis import calibrate as cal
 from pyinfer.config import PRESETS
 
 
-def _synthetic_runs(rng, eff: Efficiency, noise: float = 0.0, n: int = 8) -> list[cal.Run]:
+def _synthetic_runs(rng, eff: Efficiency, noise: float = 0.0, n: int = 8, levels: bool = False,
+                    comp_max: float = 3.0) -> list[cal.Run]:
+    """Runs whose measured times follow ``eff``; with ``levels``, presets p0 and p1 stream from a cache;
+    nominal compute time up to ``comp_max`` x memory time per op."""
     runs = []
     for i in range(n):
         roles = int(rng.integers(3, 8))
         mem = tuple(float(x) for x in rng.uniform(1e-5, 1e-2, roles))
-        comp = tuple(float(m * x) for m, x in zip(mem, rng.uniform(0.01, 3.0, roles)))  # some compute-bound
+        comp = tuple(float(m * x) for m, x in zip(mem, rng.uniform(0.01, comp_max, roles)))  # some compute-bound
         calls = int(rng.integers(20, 400))
-        r = cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, 1.0, mem, comp, calls)
+        cached = levels and i % 4 < 2
+        r = cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, 1.0, mem, comp, calls, cached)
         t = r.predicted_s(eff) * (1 + noise * float(rng.standard_normal()))
-        runs.append(cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, t, mem, comp, calls))
+        runs.append(cal.Run("dev", "numpy", "float32", f"p{i % 4}", 16, 4, t, mem, comp, calls, cached))
     return runs
+
+
+def test_fit_recovers_cache_and_dram_efficiencies(rng):
+    # memory-bound decode steps (nominal compute at most half the memory time, e_c >= 0.6): both memory
+    # factors are identifiable; compute-bound runs of one level could hide that level's factor
+    truth = Efficiency(memory=float(rng.uniform(0.3, 0.8)), compute=float(rng.uniform(0.6, 1)),
+                       overhead_s=float(rng.uniform(0, 2e-5)), memory_cache=float(rng.uniform(0.8, 1.3)))
+    runs = _synthetic_runs(rng, truth, n=12, levels=True, comp_max=0.5)
+    got = cal.fit(runs)
+    for r in runs:
+        assert abs(cal.residual(r, got)) < 1e-6
+    assert got.memory == pytest.approx(truth.memory, rel=1e-4)
+    assert got.memory_cache == pytest.approx(truth.memory_cache, rel=1e-4)
+    one_level = cal.fit([r for r in runs if not r.cached])          # DRAM runs only: no cache factor
+    assert one_level.memory_cache is None and one_level.memory == pytest.approx(truth.memory, rel=1e-4)
 
 
 def test_fit_recovers_known_efficiencies(rng):
@@ -48,11 +67,12 @@ def test_calibration_shrinks_residuals_on_noisy_runs(rng):
 
 
 def test_calibration_file_round_trip_and_errors(tmp_path, rng):
-    runs = _synthetic_runs(rng, Efficiency(memory=0.5), n=6)
+    runs = _synthetic_runs(rng, Efficiency(memory=0.5, memory_cache=0.9), n=8, levels=True)
     path = tmp_path / "cal.json"
     path.write_text(json.dumps(cal.calibration_json(runs, cal.fit_all(runs))))
     effs = cal.load_calibration(path)
-    assert cal.efficiency_for(effs, "dev", "numpy", "float32").memory == pytest.approx(0.5, rel=1e-3)
+    got = cal.efficiency_for(effs, "dev", "numpy", "float32")
+    assert got.memory == pytest.approx(0.5, rel=1e-3) and got.memory_cache == pytest.approx(0.9, rel=1e-3)
     bad = tmp_path / "bad.json"
     bad.write_text('{"runs": []}')
     with pytest.raises(ValueError, match="malformed"):

@@ -1,15 +1,18 @@
 """Predicted against measured: time decode steps here, compare with the roofline, fit efficiency factors.
 
-The calibrated model of one step is the roofline with three factors per (device, backend, weights):
+The calibrated model of one step is the roofline with factors per (device, backend, weights):
 
     t = sum over ops of max(B_i / (e_m W), F_i / (e_c P_i)) + n_calls x overhead
 
 (e_m: fraction of the bandwidth reached, e_c: of the peak, overhead: fixed time per op call, e.g.
-Python dispatch). The fit minimises the squared relative error over the runs: with a = 1/e_m and
-b = 1/e_c the model is linear (a non-negative least-squares problem) once each op's side of the max
-is fixed, and the sides depend only on b / a, so each interval of b / a between the ops' m / c
-breakpoints is solved and the solution with the least true (max-model) loss is kept: no local
-minimum from a poor starting guess.
+Python dispatch). W is the bandwidth the step's working set gets (the device's measured curve), and
+e_m has two values: one for steps whose working set streams from a cache, one for steps that stream
+from DRAM (a kernel that reaches all of the L3's bandwidth may reach only 70% of DRAM's: fewer
+loads in flight per byte once the integer arithmetic per byte grows). The fit minimises the squared
+relative error over the runs: with a = 1/e_m (per level) and b = 1/e_c the model is linear (a
+non-negative least-squares problem) once each op's side of the max is fixed, and the sides depend
+only on b / a, so each interval of b / a between the ops' m / c breakpoints is solved (per level)
+and the solution with the least true (max-model) loss is kept: no local minimum from a poor guess.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import numpy as np
 from ..config import ModelConfig
 from .estimate import step_cost
 from .hardware import Device
-from .roofline import Efficiency, predict
+from .roofline import Efficiency, in_cache, predict
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Run:
     memory_s: tuple[float, ...]     # per op role: bytes / bandwidth (nominal)
     compute_s: tuple[float, ...]    # per op role: FLOPs / peak (nominal)
     calls: int                  # op calls per step
+    cached: bool = False        # the step's working set streams from a cache (the curve's bandwidth)
 
     @property
     def key(self) -> str:
@@ -50,16 +54,19 @@ class Run:
         return sum(max(m, c) for m, c in zip(self.memory_s, self.compute_s))
 
     def predicted_s(self, eff: Efficiency) -> float:
-        return sum(max(m / eff.memory, c / eff.compute) for m, c in zip(self.memory_s, self.compute_s)) \
+        e_m = eff.memory_at(self.cached)
+        return sum(max(m / e_m, c / eff.compute) for m, c in zip(self.memory_s, self.compute_s)) \
             + self.calls * eff.overhead_s
 
 
 def roofline_terms(config: ModelConfig, device: Device, weights: str, context: int) -> tuple:
-    """(memory_s per role, compute_s per role, calls) of one batch-1 decode step at ``context``."""
+    """(memory_s per role, compute_s per role, calls, cached) of one batch-1 decode step at ``context``."""
     quant = None if weights == "float32" else weights
     step = step_cost(config, [1], [context], weights=quant or "float32")
-    roles = predict(step, device).by_role()
-    return tuple(p.memory_s for p in roles), tuple(p.compute_s for p in roles), len(step.ops)
+    r = predict(step, device)
+    roles = r.by_role()
+    return (tuple(p.memory_s for p in roles), tuple(p.compute_s for p in roles), len(step.ops),
+            in_cache(device, r.bandwidth))
 
 
 def measure_decode(preset: str, backend: str, weights: str, device: Device, contexts=(32,), steps: int = 8,
@@ -93,9 +100,9 @@ def measure_decode(preset: str, backend: str, weights: str, device: Device, cont
             model.forward(batch, cache)
             times.append(time.perf_counter() - t0)
         mid = context + 1 + steps // 2                  # the middle step's cached tokens
-        mem, comp, calls = roofline_terms(config, device, weights, mid)
+        mem, comp, calls, cached = roofline_terms(config, device, weights, mid)
         runs.append(Run(device.name, backend, weights, preset, context, steps, float(np.min(times[1:])),
-                        mem, comp, calls))
+                        mem, comp, calls, cached))
     return runs
 
 
@@ -115,42 +122,62 @@ def _nnls(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best_x
 
 
-def _loss(runs: list[Run], a: float, b: float, o: float) -> float:
-    return sum(((sum(max(a * m, b * c) for m, c in zip(r.memory_s, r.compute_s)) + o * r.calls) / r.measured_s
-                - 1) ** 2 for r in runs)
+def _loss(runs: list[Run], x: np.ndarray) -> float:
+    """Squared relative error of the max-model with x = (a_cache, a_dram, b, o)."""
+    return sum((r.predicted_s(_efficiency(x)) / r.measured_s - 1) ** 2 for r in runs)
 
 
-def _fit_at_ratio(runs: list[Run], rho: float, overhead: bool) -> np.ndarray:
-    """NNLS for (a, b[, o]) with each op's side fixed by the ratio rho = b / a (memory side if m >= rho c)."""
+def _efficiency(x: np.ndarray, levels: set | None = None) -> Efficiency:
+    """x = (a_cache, a_dram, b, o) as an Efficiency: a scale that fits to zero never limited a run
+    (infinite efficiency); with runs of one level only, that level's factor stands for both."""
+    inv = [float("inf") if v <= 0 else 1 / float(v) for v in x[:3]]
+    e_cache, e_dram, e_c = inv
+    if levels == {True}:
+        return Efficiency(memory=e_cache, compute=e_c, overhead_s=float(x[3]))
+    if levels == {False}:
+        return Efficiency(memory=e_dram, compute=e_c, overhead_s=float(x[3]))
+    return Efficiency(memory=e_dram, compute=e_c, overhead_s=float(x[3]), memory_cache=e_cache)
+
+
+def _fit_at_ratio(runs: list[Run], rho: dict[bool, float], overhead: bool) -> np.ndarray:
+    """NNLS for (a_cache, a_dram, b[, o]) with each op's side fixed by its level's rho = b / a (memory
+    side if m >= rho c)."""
     cols = []
     for r in runs:
-        mem = sum(m for m, c in zip(r.memory_s, r.compute_s) if m >= rho * c)
-        comp = sum(c for m, c in zip(r.memory_s, r.compute_s) if m < rho * c)
-        cols.append([mem, comp] + ([r.calls] if overhead else []))
+        cut = rho[r.cached]
+        mem = sum(m for m, c in zip(r.memory_s, r.compute_s) if m >= cut * c)
+        comp = sum(c for m, c in zip(r.memory_s, r.compute_s) if m < cut * c)
+        cols.append([mem if r.cached else 0.0, 0.0 if r.cached else mem, comp] + ([r.calls] if overhead else []))
     A = np.array(cols, dtype=np.float64) / np.array([[r.measured_s] for r in runs])
     x = _nnls(A, np.ones(len(runs)))
     return x if overhead else np.append(x, 0.0)
 
 
+def _ratios(runs: list[Run]) -> list[float]:
+    """Candidate values of b / a for these runs: one inside each interval between the ops' m / c
+    breakpoints, nominal (1.0) first."""
+    cuts = sorted({m / c for r in runs for m, c in zip(r.memory_s, r.compute_s) if m > 0 and c > 0})
+    return [1.0] + ([cuts[0] / 2, cuts[-1] * 2] if cuts else []) + \
+        [float(np.sqrt(x * y)) for x, y in zip(cuts, cuts[1:])]
+
+
 def fit(runs: list[Run], overhead: bool = True) -> Efficiency:
     """Efficiency factors for runs of one (device, backend, weights) key; see the module docstring.
-    Which side of its max each op takes depends only on rho = b / a, and changes only where rho
-    crosses some op's m / c: every such interval is tried, the least true (max-model) loss wins."""
+    Which side of its max each op takes depends only on its level's rho = b / a, and changes only where
+    rho crosses some op's m / c: every such interval is tried, the least true (max-model) loss wins."""
     if not runs:
         raise ValueError("no runs to fit")
-    cuts = sorted({m / c for r in runs for m, c in zip(r.memory_s, r.compute_s) if m > 0 and c > 0})
-    rhos = [1.0] + ([cuts[0] / 2, cuts[-1] * 2] if cuts else []) + \
-        [float(np.sqrt(x * y)) for x, y in zip(cuts, cuts[1:])]
-    fits = [(_loss(runs, *x), x) for x in (_fit_at_ratio(runs, rho, overhead) for rho in rhos)]
+    levels = {r.cached for r in runs}
+    cand = {lv: _ratios([r for r in runs if r.cached == lv]) if lv in levels else [1.0] for lv in (True, False)}
+    fits = [(_loss(runs, x), x) for x in (_fit_at_ratio(runs, {True: rc, False: rd}, overhead)
+                                          for rc in cand[True] for rd in cand[False])]
     best = min(loss for loss, _ in fits)
     # ops whose sides are proportional (a batch-1 decode's matmuls: FLOPs and bytes both ~ weights) let
     # either side explain the time: keep the nominal sides (rho = 1, tried first) unless another split
     # fits clearly better
     loss0, x0 = fits[0]
-    a, b, o = (float(v) for v in (x0 if loss0 <= 1.1 * best + 1e-12 else min(fits, key=lambda f: f[0])[1]))
-    # a side whose scale fits to zero never limited any run: it never limits the calibrated model either
-    return Efficiency(memory=1 / a if a > 0 else float("inf"), compute=1 / b if b > 0 else float("inf"),
-                      overhead_s=o)
+    x = x0 if loss0 <= 1.1 * best + 1e-12 else min(fits, key=lambda f: f[0])[1]
+    return _efficiency(x, levels)
 
 
 def best_of(runs: list[Run]) -> list[Run]:
@@ -185,8 +212,15 @@ def leave_one_preset_out(runs: list[Run]) -> dict[int, float]:
 
 
 def efficiency_json(e: Efficiency) -> dict:
-    """An Efficiency as JSON: an efficiency that never limits (infinite) is written null."""
-    return {k: (None if v == float("inf") else v) for k, v in asdict(e).items()}
+    """An Efficiency as JSON: an efficiency that never limits (infinite) is written "inf", an unset
+    cache efficiency null."""
+    return {k: ("inf" if v == float("inf") else v) for k, v in asdict(e).items()}
+
+
+def _efficiency_field(name: str, x):
+    if x is None:                                       # old files wrote an infinite efficiency as null
+        return None if name == "memory_cache" else float("inf")
+    return float(x)
 
 
 def calibration_json(runs: list[Run], effs: dict[str, Efficiency]) -> dict:
@@ -200,7 +234,7 @@ def load_calibration(path: str | Path) -> dict[str, Efficiency]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        return {k: Efficiency(**{f: float("inf") if x is None else x for f, x in v.items()})
+        return {k: Efficiency(**{f: _efficiency_field(f, x) for f, x in v.items()})
                 for k, v in data["efficiency"].items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"calibration file {path} is unreadable or malformed: {e}") from None

@@ -23,15 +23,32 @@ from .estimate import Estimate, PhaseCost
 from .hardware import Device
 
 
+# a working set is served from a cache when the device's bandwidth curve gives it this much more than
+# DRAM bandwidth (the curve is flat, within noise, past the cache and steps down inside it)
+CACHE_BW_RATIO = 1.15
+
+
 @dataclass(frozen=True)
 class Efficiency:
-    memory: float = 1.0         # fraction of the device bandwidth kernels reach
+    memory: float = 1.0         # fraction of the device bandwidth kernels reach (from DRAM)
     compute: float = 1.0        # fraction of the peak FLOP/s kernels reach
     overhead_s: float = 0.0     # fixed time per op call (Python dispatch, kernel launch)
+    memory_cache: float | None = None   # fraction of the cache bandwidth reached when the working set
+                                        # fits a cache (None: the same as memory)
 
     def __post_init__(self):
-        if not (self.memory > 0 and self.compute > 0 and self.overhead_s >= 0):
+        if not (self.memory > 0 and self.compute > 0 and self.overhead_s >= 0) or \
+                (self.memory_cache is not None and not self.memory_cache > 0):
             raise ValueError(f"efficiencies must be > 0 and overhead >= 0, got {self}")
+
+    def memory_at(self, cached: bool) -> float:
+        """The memory efficiency for bytes streamed from a cache (cached) or from DRAM."""
+        return self.memory_cache if cached and self.memory_cache is not None else self.memory
+
+
+def in_cache(device: Device, bandwidth: float | None) -> bool:
+    """Whether bytes arriving at ``bandwidth`` come from a cache level of the device (see CACHE_BW_RATIO)."""
+    return bandwidth is not None and bandwidth > CACHE_BW_RATIO * device.memory_bw
 
 
 NOMINAL = Efficiency()
@@ -63,7 +80,7 @@ def op_point(phase: str, role: str, op: str, cost: Cost, compute: str, device: D
     peak = device.peak(compute)
     bw = bandwidth or device.memory_bw
     c_s = cost.flops / (peak * eff.compute)
-    m_s = cost.bytes_total / (bw * eff.memory)
+    m_s = cost.bytes_total / (bw * eff.memory_at(in_cache(device, bw)))
     intensity = cost.intensity
     ridge = peak / bw
     return OpPoint(phase, role, op, cost, compute, intensity, ridge, "memory" if intensity < ridge else "compute",
