@@ -180,9 +180,12 @@ def main(args) -> int:
         held = [abs(lopo[i]) for i, r in enumerate(runs) if r.key == key and i in lopo]
         summary[key] = {"max_abs_residual_before": before, "max_abs_residual_after": after,
                         "max_abs_residual_held_out": max(held) if held else None}
-        cache = "-" if e.memory_cache is None else f"{e.memory_cache:.3f}"
+        levels = {r.cached for r in rs}             # one level only: `memory` is that level's factor
+        dram = f"{e.memory:.3f}" if False in levels else "-"
+        cache = f"{e.memory_at(True):.3f}" if True in levels else "-"
+        summary[key]["levels"] = sorted("cache" if lv else "dram" for lv in levels)
         held_s = f"{100 * max(held):.0f}%" if held else "-"
-        print(f"{key:<34}{e.memory:>13.3f}{cache:>9}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
+        print(f"{key:<34}{dram:>13}{cache:>9}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
               f"{100 * before:>18.0f}%{100 * after:>6.0f}%{held_s:>9}")
     gpu = cal.compare_gpu_results(ROOT / "benchmarks" / "results")
     gpu_effs = {}
