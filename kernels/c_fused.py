@@ -1,6 +1,7 @@
 """The C backend's fused decode step (csrc/fused.c): one call runs every layer of a decode batch."""
 from __future__ import annotations
 
+import weakref
 
 from . import c_checks as chk
 from .c_cpu import rope_freq
@@ -9,18 +10,18 @@ from .c_cpu import rope_freq
 def make_decode_step(ffi, lib):
     buf = ffi.from_buffer
     F, I64 = "float[]", "int64_t[]"
-    # the last plan's C views (a model calls with the same plan every step; the plan keeps its arrays
-    # alive) and the last caches' views: from_buffer per call was a third of the wrapper's time
-    last_plan = [None, None]                    # plan, (table, config, rope_freq, eps, expected cache dims)
-    last_cache = [None, None, None, None]       # k_cache, v_cache, their views
+    # each plan's C views, made once (a model calls with the same plan every step; from_buffer per call
+    # was a third of the wrapper's time), held only as long as the plan itself lives
+    views_of = weakref.WeakKeyDictionary()      # plan -> (table, config, rope_freq, eps, cache dims, freq)
 
     def plan_views(plan):
-        if last_plan[0] is not plan:
+        views = views_of.get(plan)
+        if views is None:
             c = plan.config
             freq = rope_freq(c.head_dim, float(c.rope_theta))
-            last_plan[:] = [plan, (buf(I64, plan.table), buf(I64, plan.config_table), buf(F, freq),
-                                   float(c.norm_eps), (c.n_layers, c.n_kv_heads, c.head_dim), freq)]
-        return last_plan[1]
+            views = views_of[plan] = (buf(I64, plan.table), buf(I64, plan.config_table), buf(F, freq),
+                                      float(c.norm_eps), (c.n_layers, c.n_kv_heads, c.head_dim), freq)
+        return views
 
     def decode_step(logits, tokens, positions, slot_mapping, block_tables, context_lens, k_cache, v_cache, plan):
         """logits: (B, vocab) f32 out; tokens, positions, slot_mapping, context_lens: (B,) int;
@@ -50,11 +51,9 @@ def make_decode_step(ffi, lib):
                              f"{c.n_kv_heads} KV heads of {c.head_dim}")
         if v_cache.shape != k_cache.shape:
             chk.shape("v_cache", v_cache, k_cache.shape)
-        if last_cache[0] is not k_cache or last_cache[1] is not v_cache:
-            last_cache[:] = [k_cache, v_cache, buf(F, k_cache), buf(F, v_cache)]
         bad = lib.decode_step_f32(buf(F, logits), buf(I64, tokens), buf(I64, positions), buf(I64, slots),
-                                  buf(I64, tables), buf(I64, lens), B, tables.shape[1], last_cache[2],
-                                  last_cache[3], nb, bs, config, eps, freq, table, len(plan.table))
+                                  buf(I64, tables), buf(I64, lens), B, tables.shape[1], buf(F, k_cache),
+                                  buf(F, v_cache), nb, bs, config, eps, freq, table, len(plan.table))
         if bad == -1:
             raise ValueError("decode plan does not match the model config")
         if bad == -2:

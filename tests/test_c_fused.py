@@ -106,3 +106,23 @@ def test_stories260k_greedy_text_with_backend_c(stories260k):
     assert gen.model.decode_plan is not None
     text = gen.generate("Once upon a time", steps=256, params=SamplingParams(temperature=0.0)).text
     assert text.rstrip() == stories260k["greedy"].read_text().rstrip()
+
+
+def test_decode_step_holds_no_model_alive_after_it_is_gone():
+    """The fused step caches each plan's C views: only while the plan (the model) lives."""
+    import gc
+    import weakref
+
+    from pyinfer.config import get_preset
+    from pyinfer.model import Model
+    from pyinfer.ops import Ops
+    from pyinfer.weights import random_weights
+
+    model = Model(random_weights(get_preset("toy"), seed=0), Ops("c"))
+    cache = model.new_cache(block_size=16)
+    model.forward(cache.prepare([0], [np.array([1])]), cache)
+    assert model.decode_plan is not None
+    plan, kv = weakref.ref(model.decode_plan), weakref.ref(cache.k)
+    del model, cache
+    gc.collect()
+    assert plan() is None and kv() is None
