@@ -39,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=0, help="timed decode steps per run (default 4 quick, 8 full)")
     p.add_argument("--passes", type=int, default=0, help="passes over every run, best kept (default 1 quick, 2 full)")
     p.add_argument("--out", default="", help="JSON path (default benchmarks/results/calibrate_cpu-...json)")
+    p.add_argument("--refit", default="", help="fit an earlier run's JSON again (no measuring) and rewrite it")
     return p.parse_args(argv)
 
 
@@ -111,6 +112,70 @@ def _time_op(name, fn, cost, device, op_point) -> dict:
             "achieved_fraction": p.time_s / measured, "gb_per_s": cost.bytes_total / measured / 1e9}
 
 
+def fit_and_print(runs: list) -> tuple:
+    """The device's cache band, the efficiency fit per key and the residual tables: (runs with their
+    banded cached shares, efficiencies, summary per key, band)."""
+    from pyinfer.analysis import calibrate as cal
+    band = cal.choose_band(runs)
+    runs = cal.apply_band(runs, band)
+    effs = cal.fit_all(runs, band=band)
+    lopo = cal.leave_one_preset_out(runs)
+    if band:
+        print(f"\ncache band: working sets under {band[0] / 1e6:.1f} MB stream from the cache, over "
+              f"{band[1] / 1e6:.1f} MB from DRAM, the cached share falling linearly between (fitted)")
+    print(f"\n{'preset':<12}{'backend':<8}{'weights':<12}{'ctx':>5}{'measured':>11}{'roofline':>11}"
+          f"{'calibrated':>11}{'resid before':>13}{'after':>8}{'held out':>9}")
+    for i, r in enumerate(runs):
+        pred = r.predicted_s(effs[r.key])
+        held = f"{100 * lopo[i]:+.0f}%" if i in lopo else "-"
+        print(f"{r.preset:<12}{r.backend:<8}{r.weights:<12}{r.context:>5}{r.measured_s * 1e3:>9.2f}ms"
+              f"{r.nominal_s * 1e3:>9.2f}ms{pred * 1e3:>9.2f}ms{100 * cal.residual(r):>12.0f}%"
+              f"{100 * cal.residual(r, effs[r.key]):>7.0f}%{held:>9}")
+    print(f"\n{'device/backend/weights':<34}{'mem eff DRAM':>13}{'in cache':>9}{'compute eff':>12}"
+          f"{'overhead/call':>14}{'max |resid| before':>19}{'after':>7}{'held out':>9}")
+    summary = {}
+    for key, e in effs.items():
+        rs = [r for r in runs if r.key == key]
+        before = max(abs(cal.residual(r)) for r in rs)
+        after = max(abs(cal.residual(r, e)) for r in rs)
+        held = [abs(lopo[i]) for i, r in enumerate(runs) if r.key == key and i in lopo]
+        summary[key] = {"max_abs_residual_before": before, "max_abs_residual_after": after,
+                        "max_abs_residual_held_out": max(held) if held else None}
+        levels = {lv for r in rs for lv in (("cache",) if r.cached > 0 else ()) + (("dram",) if r.cached < 1 else ())}
+        dram = f"{e.memory:.3f}" if "dram" in levels else "-"      # one level only: `memory` is its factor
+        cache = f"{e.memory_at(True):.3f}" if "cache" in levels else "-"
+        summary[key]["levels"] = sorted(levels)
+        held_s = f"{100 * max(held):.0f}%" if held else "-"
+        print(f"{key:<34}{dram:>13}{cache:>9}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
+              f"{100 * before:>18.0f}%{100 * after:>6.0f}%{held_s:>9}")
+    return runs, effs, summary, band
+
+
+def refit(path: Path) -> int:
+    """Fit a calibration JSON's measured runs again with this code's model and rewrite its fit (the
+    measurements stay as they were)."""
+    from dataclasses import fields
+
+    from pyinfer.analysis import calibrate as cal
+    from pyinfer.analysis.estimate import step_cost
+    from pyinfer.config import get_preset
+    data = json.loads(path.read_text())
+    names = {f.name for f in fields(cal.Run)}
+    runs = []
+    for d in data["runs"]:
+        r = cal.Run(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+        if not r.working_set:                           # files written before runs carried it
+            step = step_cost(get_preset(r.preset), [1], [r.context + 1 + r.steps // 2],
+                             weights=r.weights if r.weights != "float32" else "float32")
+            r = cal.replace(r, working_set=float(sum(o.cost.bytes_total for o in step.ops)))
+        runs.append(r)
+    runs, effs, summary, band = fit_and_print(runs)
+    data.update(cal.calibration_json(runs, effs), residuals=summary, cache_band=band)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"\nrefitted {path}")
+    return 0
+
+
 def main(args) -> int:
     from pyinfer.analysis import calibrate as cal
     from pyinfer.analysis.hardware import this_cpu
@@ -159,34 +224,7 @@ def main(args) -> int:
                                                base_weights=weights[(preset, fmt)])
                     print(f"  pass {pass_ + 1}/{passes}: {preset:<12}{backend:<7}{fmt:<12}"
                           f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    runs = cal.best_of(runs)
-    effs = cal.fit_all(runs)
-    lopo = cal.leave_one_preset_out(runs)
-    print(f"\n{'preset':<12}{'backend':<8}{'weights':<12}{'ctx':>5}{'measured':>11}{'roofline':>11}"
-          f"{'calibrated':>11}{'resid before':>13}{'after':>8}{'held out':>9}")
-    for i, r in enumerate(runs):
-        pred = r.predicted_s(effs[r.key])
-        held = f"{100 * lopo[i]:+.0f}%" if i in lopo else "-"
-        print(f"{r.preset:<12}{r.backend:<8}{r.weights:<12}{r.context:>5}{r.measured_s * 1e3:>9.2f}ms"
-              f"{r.nominal_s * 1e3:>9.2f}ms{pred * 1e3:>9.2f}ms{100 * cal.residual(r):>12.0f}%"
-              f"{100 * cal.residual(r, effs[r.key]):>7.0f}%{held:>9}")
-    print(f"\n{'device/backend/weights':<34}{'mem eff DRAM':>13}{'in cache':>9}{'compute eff':>12}"
-          f"{'overhead/call':>14}{'max |resid| before':>19}{'after':>7}{'held out':>9}")
-    summary = {}
-    for key, e in effs.items():
-        rs = [r for r in runs if r.key == key]
-        before = max(abs(cal.residual(r)) for r in rs)
-        after = max(abs(cal.residual(r, e)) for r in rs)
-        held = [abs(lopo[i]) for i, r in enumerate(runs) if r.key == key and i in lopo]
-        summary[key] = {"max_abs_residual_before": before, "max_abs_residual_after": after,
-                        "max_abs_residual_held_out": max(held) if held else None}
-        levels = {r.cached for r in rs}             # one level only: `memory` is that level's factor
-        dram = f"{e.memory:.3f}" if False in levels else "-"
-        cache = f"{e.memory_at(True):.3f}" if True in levels else "-"
-        summary[key]["levels"] = sorted("cache" if lv else "dram" for lv in levels)
-        held_s = f"{100 * max(held):.0f}%" if held else "-"
-        print(f"{key:<34}{dram:>13}{cache:>9}{e.compute:>12.3f}{e.overhead_s * 1e6:>12.1f}us"
-              f"{100 * before:>18.0f}%{100 * after:>6.0f}%{held_s:>9}")
+    runs, effs, summary, band = fit_and_print(cal.best_of(runs))
     gpu = cal.compare_gpu_results(ROOT / "benchmarks" / "results")
     gpu_effs = {}
     if gpu:
@@ -209,7 +247,8 @@ def main(args) -> int:
                                             "source": device.source},
               "quick": args.quick, "presets": presets, "contexts": list(contexts), "steps": steps, "passes": passes,
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-              "kernels": kernels, **cal.calibration_json(runs, effs), "residuals": summary, "gpu": gpu,
+              "kernels": kernels, **cal.calibration_json(runs, effs), "residuals": summary, "cache_band": band,
+              "gpu": gpu,
               "gpu_efficiency": {k: cal.efficiency_json(e) for k, e in gpu_effs.items()},
               "seconds": time.perf_counter() - t_start}
     out.write_text(json.dumps(result, indent=1))
@@ -223,4 +262,4 @@ if __name__ == "__main__":
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ[var] = str(ARGS.threads)
     sys.path.insert(0, str(ROOT))
-    sys.exit(main(ARGS))
+    sys.exit(refit(Path(ARGS.refit)) if ARGS.refit else main(ARGS))

@@ -105,3 +105,28 @@ def test_gpu_suite_results_are_placed_on_their_roofline(tmp_path):
     assert run.key == "h100/gpu/fp16" and run.nominal_s == pytest.approx(rows[0]["predicted_s"])
     eff = cal.fit([run], overhead=False)                # one memory-bound record: the fraction it reached
     assert eff.memory == pytest.approx(rows[0]["achieved_fraction"], rel=1e-6)
+
+
+def test_cache_band_is_fitted_across_keys(rng):
+    """Runs whose cached share falls linearly over a band of working sets: the fitted band explains
+    every key, and the efficiencies carry it so predictions place working sets the same way."""
+    truth_band = (30e6, 90e6)
+    band_eff = Efficiency(cache_band=truth_band)
+    runs = []
+    for key in ("numpy", "c"):
+        eff = Efficiency(memory=float(rng.uniform(0.4, 0.8)), memory_cache=float(rng.uniform(0.9, 1.3)),
+                         overhead_s=float(rng.uniform(0, 1e-5)))
+        for i, ws in enumerate((5e6, 20e6, 45e6, 60e6, 75e6, 120e6, 300e6)):
+            mem = tuple(float(ws / 2e10 * x) for x in rng.uniform(0.2, 1.0, 4))
+            comp = tuple(m * 0.01 for m in mem)
+            r = cal.Run("dev", key, "float32", f"p{i}", 16, 4, 1.0, mem, comp, 50, band_eff.cached_fraction(ws), ws)
+            runs.append(cal.replace(r, measured_s=r.predicted_s(eff), cached=0.0))
+    band = cal.choose_band(runs)
+    banded = cal.apply_band(runs, band)
+    effs = cal.fit_all(banded, band=band)
+    assert band[0] < 45e6 and band[1] > 60e6
+    banded_worst = max(abs(cal.residual(r, effs[r.key])) for r in banded)
+    plain = cal.fit_all(runs)                                   # one memory factor: the band matters
+    assert banded_worst < 0.08 < max(abs(cal.residual(r, plain[r.key])) for r in runs)
+    assert all(e.cache_band == band for e in effs.values())
+    assert cal.choose_band([cal.replace(r, working_set=0.0) for r in runs]) is None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,9 @@ class Run:
     memory_s: tuple[float, ...]     # per op role: bytes / bandwidth (nominal)
     compute_s: tuple[float, ...]    # per op role: FLOPs / peak (nominal)
     calls: int                  # op calls per step
-    cached: bool = False        # the step's working set streams from a cache (the curve's bandwidth)
+    cached: float = 0.0         # share of the step's bytes served from a cache: 0 or 1 as the bandwidth
+                                # curve says when measured, the fitted band's value after apply_band
+    working_set: float = 0.0    # bytes the step re-reads (weights, KV, activations)
 
     @property
     def key(self) -> str:
@@ -54,19 +56,20 @@ class Run:
         return sum(max(m, c) for m, c in zip(self.memory_s, self.compute_s))
 
     def predicted_s(self, eff: Efficiency) -> float:
-        e_m = eff.memory_at(self.cached)
-        return sum(max(m / e_m, c / eff.compute) for m, c in zip(self.memory_s, self.compute_s)) \
+        f = eff.memory_time_factor(self.cached)
+        return sum(max(m * f, c / eff.compute) for m, c in zip(self.memory_s, self.compute_s)) \
             + self.calls * eff.overhead_s
 
 
 def roofline_terms(config: ModelConfig, device: Device, weights: str, context: int) -> tuple:
-    """(memory_s per role, compute_s per role, calls, cached) of one batch-1 decode step at ``context``."""
+    """(memory_s per role, compute_s per role, calls, cached, working set bytes) of one batch-1 decode
+    step at ``context``."""
     quant = None if weights == "float32" else weights
     step = step_cost(config, [1], [context], weights=quant or "float32")
     r = predict(step, device)
     roles = r.by_role()
     return (tuple(p.memory_s for p in roles), tuple(p.compute_s for p in roles), len(step.ops),
-            in_cache(device, r.bandwidth))
+            float(in_cache(device, r.bandwidth)), float(r.cost.bytes_total))
 
 
 def measure_decode(preset: str, backend: str, weights: str, device: Device, contexts=(32,), steps: int = 8,
@@ -100,9 +103,9 @@ def measure_decode(preset: str, backend: str, weights: str, device: Device, cont
             model.forward(batch, cache)
             times.append(time.perf_counter() - t0)
         mid = context + 1 + steps // 2                  # the middle step's cached tokens
-        mem, comp, calls, cached = roofline_terms(config, device, weights, mid)
+        mem, comp, calls, cached, ws = roofline_terms(config, device, weights, mid)
         runs.append(Run(device.name, backend, weights, preset, context, steps, float(np.min(times[1:])),
-                        mem, comp, calls, cached))
+                        mem, comp, calls, cached, ws))
     return runs
 
 
@@ -144,10 +147,10 @@ def _fit_at_ratio(runs: list[Run], rho: dict[bool, float], overhead: bool) -> np
     side if m >= rho c)."""
     cols = []
     for r in runs:
-        cut = rho[r.cached]
+        cut = rho[r.cached >= 0.5]
         mem = sum(m for m, c in zip(r.memory_s, r.compute_s) if m >= cut * c)
         comp = sum(c for m, c in zip(r.memory_s, r.compute_s) if m < cut * c)
-        cols.append([mem if r.cached else 0.0, 0.0 if r.cached else mem, comp] + ([r.calls] if overhead else []))
+        cols.append([mem * r.cached, mem * (1 - r.cached), comp] + ([r.calls] if overhead else []))
     A = np.array(cols, dtype=np.float64) / np.array([[r.measured_s] for r in runs])
     x = _nnls(A, np.ones(len(runs)))
     return x if overhead else np.append(x, 0.0)
@@ -167,8 +170,9 @@ def fit(runs: list[Run], overhead: bool = True) -> Efficiency:
     rho crosses some op's m / c: every such interval is tried, the least true (max-model) loss wins."""
     if not runs:
         raise ValueError("no runs to fit")
-    levels = {r.cached for r in runs}
-    cand = {lv: _ratios([r for r in runs if r.cached == lv]) if lv in levels else [1.0] for lv in (True, False)}
+    levels = {lv for lv in (True, False) if any((r.cached > 0) if lv else (r.cached < 1) for r in runs)}
+    cand = {lv: _ratios([r for r in runs if (r.cached >= 0.5) == lv]) if lv in levels else [1.0]
+            for lv in (True, False)}
     fits = [(_loss(runs, x), x) for x in (_fit_at_ratio(runs, {True: rc, False: rd}, overhead)
                                           for rc in cand[True] for rd in cand[False])]
     best = min(loss for loss, _ in fits)
@@ -178,6 +182,38 @@ def fit(runs: list[Run], overhead: bool = True) -> Efficiency:
     loss0, x0 = fits[0]
     x = x0 if loss0 <= 1.1 * best + 1e-12 else min(fits, key=lambda f: f[0])[1]
     return _efficiency(x, levels)
+
+
+def _band_loss(runs: list[Run], band: tuple[float, float]) -> float:
+    """Squared relative error summed over keys when each run's cached share follows ``band``, each key
+    fitted with every op on its memory side (a fast, additive stand-in for fit: used to pick the band)."""
+    total = 0.0
+    for key in {r.key for r in runs}:
+        rs = apply_band([r for r in runs if r.key == key], band)
+        A = np.array([[sum(r.memory_s) * r.cached, sum(r.memory_s) * (1 - r.cached), sum(r.compute_s), r.calls]
+                      for r in rs]) / np.array([[r.measured_s] for r in rs])
+        total += float(np.sum((A @ _nnls(A, np.ones(len(rs))) - 1) ** 2))
+    return total
+
+
+def choose_band(runs: list[Run]) -> tuple[float, float] | None:
+    """The device's cache band (lo, hi) in bytes, fitted over all runs (every backend and format share
+    it: it is the share of the cache this process gets): edges between the runs' working sets, the
+    pair with the least summed loss. None when the runs do not say their working sets."""
+    sizes = sorted({r.working_set for r in runs})
+    if len(sizes) < 2 or sizes[0] <= 0:
+        return None
+    edges = [sizes[0] / 2] + [(a + b) / 2 for a, b in zip(sizes, sizes[1:])] + [sizes[-1] * 2]
+    pairs = [(lo, hi) for i, lo in enumerate(edges) for hi in edges[i + 1:]]
+    return min(pairs, key=lambda band: _band_loss(runs, band))
+
+
+def apply_band(runs: list[Run], band: tuple[float, float] | None) -> list[Run]:
+    """The runs with their cached share set from ``band`` (unchanged without one)."""
+    if band is None:
+        return list(runs)
+    e = Efficiency(cache_band=band)
+    return [replace(r, cached=e.cached_fraction(r.working_set)) for r in runs]
 
 
 def best_of(runs: list[Run]) -> list[Run]:
@@ -190,9 +226,11 @@ def best_of(runs: list[Run]) -> list[Run]:
     return list(best.values())
 
 
-def fit_all(runs: list[Run], overhead: bool = True) -> dict[str, Efficiency]:
+def fit_all(runs: list[Run], overhead: bool = True, band: tuple[float, float] | None = None) -> dict[str, Efficiency]:
+    """Efficiency per key; ``band``: the cache band the runs' cached shares came from (apply_band), kept
+    in each Efficiency so that predictions from it place other working sets the same way."""
     keys = sorted({r.key for r in runs})
-    return {k: fit([r for r in runs if r.key == k], overhead) for k in keys}
+    return {k: replace(fit([r for r in runs if r.key == k], overhead), cache_band=band) for k in keys}
 
 
 def residual(run: Run, eff: Efficiency | None = None) -> float:
@@ -219,8 +257,8 @@ def efficiency_json(e: Efficiency) -> dict:
 
 def _efficiency_field(name: str, x):
     if x is None:                                       # old files wrote an infinite efficiency as null
-        return None if name == "memory_cache" else float("inf")
-    return float(x)
+        return None if name in ("memory_cache", "cache_band") else float("inf")
+    return tuple(float(v) for v in x) if name == "cache_band" else float(x)
 
 
 def calibration_json(runs: list[Run], effs: dict[str, Efficiency]) -> dict:

@@ -35,15 +35,35 @@ class Efficiency:
     overhead_s: float = 0.0     # fixed time per op call (Python dispatch, kernel launch)
     memory_cache: float | None = None   # fraction of the cache bandwidth reached when the working set
                                         # fits a cache (None: the same as memory)
+    # (lo, hi) bytes: working sets below lo stream wholly from a cache, above hi wholly from DRAM, the
+    # cached fraction falling linearly between (a shared cache keeps part of a larger working set);
+    # fitted by calibration, None: the bandwidth curve decides (in_cache)
+    cache_band: tuple[float, float] | None = None
 
     def __post_init__(self):
         if not (self.memory > 0 and self.compute > 0 and self.overhead_s >= 0) or \
                 (self.memory_cache is not None and not self.memory_cache > 0):
             raise ValueError(f"efficiencies must be > 0 and overhead >= 0, got {self}")
+        if self.cache_band is not None:
+            lo, hi = (float(x) for x in self.cache_band)
+            if not 0 <= lo < hi:
+                raise ValueError(f"cache_band must be (lo, hi) bytes with 0 <= lo < hi, got {self.cache_band}")
+            object.__setattr__(self, "cache_band", (lo, hi))
 
     def memory_at(self, cached: bool) -> float:
         """The memory efficiency for bytes streamed from a cache (cached) or from DRAM."""
         return self.memory_cache if cached and self.memory_cache is not None else self.memory
+
+    def memory_time_factor(self, cached_fraction: float) -> float:
+        """Memory time per nominal memory time when that fraction of the bytes comes from a cache."""
+        return cached_fraction / self.memory_at(True) + (1 - cached_fraction) / self.memory
+
+    def cached_fraction(self, working_set: float | None) -> float | None:
+        """The fitted band's cached fraction of a working set (None without a band)."""
+        if self.cache_band is None or working_set is None:
+            return None
+        lo, hi = self.cache_band
+        return 1.0 if working_set <= lo else 0.0 if working_set >= hi else (hi - working_set) / (hi - lo)
 
 
 def in_cache(device: Device, bandwidth: float | None) -> bool:
@@ -75,12 +95,15 @@ class OpPoint:
 
 
 def op_point(phase: str, role: str, op: str, cost: Cost, compute: str, device: Device,
-             eff: Efficiency = NOMINAL, calls: int = 1, bandwidth: float | None = None) -> OpPoint:
-    """``bandwidth``: bytes/s the op's bytes come at (default the device's memory bandwidth)."""
+             eff: Efficiency = NOMINAL, calls: int = 1, bandwidth: float | None = None,
+             cached_fraction: float | None = None) -> OpPoint:
+    """``bandwidth``: bytes/s the op's bytes come at (default the device's memory bandwidth);
+    ``cached_fraction``: share of them served from a cache (default: all if the bandwidth is a cache's)."""
     peak = device.peak(compute)
     bw = bandwidth or device.memory_bw
+    h = cached_fraction if cached_fraction is not None else float(in_cache(device, bw))
     c_s = cost.flops / (peak * eff.compute)
-    m_s = cost.bytes_total / (bw * eff.memory_at(in_cache(device, bw)))
+    m_s = cost.bytes_total / bw * eff.memory_time_factor(h)
     intensity = cost.intensity
     ridge = peak / bw
     return OpPoint(phase, role, op, cost, compute, intensity, ridge, "memory" if intensity < ridge else "compute",
@@ -141,8 +164,9 @@ def predict(step: PhaseCost, device: Device, efficiency: Efficiency | None = Non
     set of ``working_set`` bytes (default: the step's total bytes, re-read by the next step)."""
     eff = efficiency or NOMINAL
     ws = sum(o.cost.bytes_total for o in step.ops) if working_set is None else working_set
-    bw = device.bandwidth(ws)
-    ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff, bandwidth=bw) for o in step.ops)
+    bw, h = device.bandwidth(ws), eff.cached_fraction(ws)
+    ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff, bandwidth=bw, cached_fraction=h)
+                for o in step.ops)
     return PhaseRoofline(step.phase, device, step.tokens, len(step.q_lens), ops, bw)
 
 
@@ -162,9 +186,9 @@ def predict_counter(counter: CostCounter, phase: str, device: Device, efficiency
     """A counted run's phase on a device, one point per op name (the counter keeps no per-call detail);
     ``working_set``: bytes one step re-reads (default: none fits a cache, the device's memory_bw)."""
     eff = efficiency or NOMINAL
-    bw = device.bandwidth(working_set)
+    bw, h = device.bandwidth(working_set), eff.cached_fraction(working_set)
     ops = tuple(op_point(phase, op, op, cost, compute_key_of_op(op, compute), device, eff,
-                         counter.calls[(ph, op)], bandwidth=bw)
+                         counter.calls[(ph, op)], bandwidth=bw, cached_fraction=h)
                 for (ph, op), cost in counter.by_key.items() if ph == phase)
     if not ops:
         raise ValueError(f"the counter has no {phase!r} calls")
