@@ -21,24 +21,21 @@ min(B, 2 * GFLOP/s / (GB/s)) times; the table prints that bound beside each meas
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from pyinfer.config import SamplingParams, get_preset
 from pyinfer.engine import Engine, EngineConfig
-from pyinfer.commands.bench_serve import json_safe
-from pyinfer.engine.machine import machine_info, machine_slug
+from pyinfer.engine.machine import machine_info
 from pyinfer.model import Model
 from pyinfer.ops import Ops
 from pyinfer.weights import random_weights
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import write_dated  # benchmarks/ is sys.path[0] when run as a script
+
 
 
 def ceilings(repeats: int = 5) -> dict:
@@ -202,11 +199,7 @@ def main(argv=None) -> int:
             entry[level] = rows
         result["presets"][name] = entry
     result["load_average_at_end"] = os.getloadavg()
-    day = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"batching-{machine_slug()}-{day}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_safe(result), indent=2))
-    print(f"wrote {out}")
+    write_dated("batching", result, args.out)
     return 0
 
 

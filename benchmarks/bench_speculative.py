@@ -12,8 +12,6 @@ distribution (tests/test_speculative.py checks it); the rates here are measured,
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import time
@@ -22,12 +20,12 @@ from pathlib import Path
 from pyinfer.api import load
 from pyinfer.config import SamplingParams
 from pyinfer.engine import Engine, EngineConfig
-from pyinfer.commands.bench_serve import json_safe
-from pyinfer.engine.machine import machine_info, machine_slug
+from pyinfer.engine.machine import machine_info
 from pyinfer.engine.speculative import SpeculativeDecoder, layer_draft, truncated_draft
 
+from common import write_dated  # benchmarks/ is sys.path[0] when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 PROMPTS = ("Once upon a time", "The little dog", "Lily and Tom went", "One day, a big", "The sun was",
            "Tim had a red ball", "There was a cat", "Mom said")
 
@@ -80,11 +78,7 @@ def main(argv=None) -> int:
                       f"{100 * d['decode_step_savings']:>6.0f}%{base_s / dt:>7.2f}x  {'' if same is None else same}")
                 sys.stdout.flush()
     result["load_average_at_end"] = os.getloadavg()
-    day = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else RESULTS / f"speculative-{machine_slug()}-{day}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(json_safe(result), indent=2))
-    print(f"wrote {out}")
+    write_dated("speculative", result, args.out)
     return 0
 
 

@@ -166,7 +166,7 @@ def refit(path: Path) -> int:
         r = cal.Run(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
         if not r.working_set:                           # files written before runs carried it
             step = step_cost(get_preset(r.preset), [1], [r.context + 1 + r.steps // 2],
-                             weights=r.weights if r.weights != "float32" else "float32")
+                             weights=r.weights)
             r = cal.replace(r, working_set=float(sum(o.cost.bytes_total for o in step.ops)))
         runs.append(r)
     runs, effs, summary, band = fit_and_print(runs)
