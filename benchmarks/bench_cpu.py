@@ -75,7 +75,10 @@ def main(argv=None, progress=None) -> dict:
     p.add_argument("--quick", action="store_true", help="smoke run: fewer shapes and repeats, stories15M end to end")
     p.add_argument("--threads", default="1,2", help="thread counts to measure (default 1,2)")
     p.add_argument("--no-e2e", action="store_true", help="kernels only")
+    p.add_argument("--only", default="", help="regex: kernel cases whose name matches (implies --no-e2e; "
+                                              "written as cpu-partial.*, the full results stay)")
     args = p.parse_args(argv)
+    args.no_e2e = args.no_e2e or bool(args.only)
     env = scrubbed_env()
     if env is not None and progress is None:
         os.execve(sys.executable, [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])], env)
@@ -95,6 +98,7 @@ def main(argv=None, progress=None) -> dict:
     cases = []
     for make in (ck.gemv_cases, ck.gemm_cases, ck.attention_cases, ck.small_cases):
         cases += make(backends, rng, args.quick)
+    cases = [c for c in cases if re.search(args.only, c.name)]
     preset = "stories15M" if args.quick else "stories110M"
     formats = ["float32", "int4-g32-a8"] if args.quick else ["float32", "int8", "int8-g32", "int4-g32-a8",
                                                              "int4-g128-a8", "int4-g32"]
@@ -115,9 +119,10 @@ def main(argv=None, progress=None) -> dict:
         report["runs"].append(run)
     report["wall_s"] = time.time() - started
     slug = re.sub(r"[^a-z0-9]+", "-", report["machine"]["cpu"].lower()).strip("-")
-    path = write_json(f"cpu-{slug}{'-quick' if args.quick else ''}.json", report)
+    tag = "-partial" if args.only else "-quick" if args.quick else ""
+    path = write_json(f"cpu-{slug}{tag}.json", report)
     md = markdown(report)
-    (RESULTS / ("cpu-quick.md" if args.quick else "cpu.md")).write_text(md)
+    (RESULTS / f"cpu{tag}.md").write_text(md)
     print(md)
     print(f"wrote {path}")
     return report

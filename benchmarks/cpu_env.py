@@ -1,5 +1,5 @@
 """The benchmark's control of its environment: BLAS threads for numpy (threadpoolctl when installed,
-else OpenBLAS's own set_num_threads through ctypes), the C backend's OpenMP threads, torch's threads,
+else OpenBLAS's own set_num_threads through ctypes), the C backend's OpenMP, Numba's and torch's threads,
 and the STREAM-style ceilings measured in C (read and triad bandwidth)."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def blas_info() -> dict:
 
 
 class Threads:
-    """Sets numpy's BLAS, the C backend's OpenMP and torch's thread counts together."""
+    """Sets numpy's BLAS, the C backend's OpenMP, Numba's and torch's thread counts together."""
 
     def __init__(self):
         self._tpc = None
@@ -67,6 +67,11 @@ class Threads:
             getattr(lib, f"{p}set_num_threads{s}")(n)
         from pyinfer.kernels import c_cpu
         c_cpu.set_num_threads(n)
+        try:                                    # Numba's pool would otherwise stay at every CPU
+            import numba
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            pass
         try:
             import torch
             torch.set_num_threads(n)

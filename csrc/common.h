@@ -36,6 +36,13 @@ enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AMX = 3 };
  * enough lines in flight to cover memory latency at full bandwidth (harmless past the end). */
 #define PF_BYTES 2048
 #define PREFETCH(p) __builtin_prefetch((const char *)(p) + PF_BYTES, 0, 3)
+/* Kernels that read R rows per pass prefetch the same bytes some passes ahead: whole passes of at least
+ * PF_PASS_MIN bytes, so a short row (K = 768: a 4-row pass is 40 ns of work) still looks far enough ahead
+ * to hide DRAM latency; a long one (K = 4096) looks one pass ahead. */
+#define PF_PASS_MIN 8192
+static inline int64_t pf_ahead(int64_t pass_bytes) {
+    return pass_bytes <= 0 ? 0 : pass_bytes * ((PF_PASS_MIN + pass_bytes - 1) / pass_bytes);
+}
 
 /* Fewer elements of work than this run on one thread: a parallel region costs microseconds. */
 #define PAR_MIN_WORK 32768

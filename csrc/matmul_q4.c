@@ -76,7 +76,7 @@ typedef struct {
 TARGET_AVX512 INLINE void dig64_rows(float *out, const uint8_t *q, int64_t rb, const float *ws, const act4_t *a,
                                      const lanes_t *ln, int64_t ng, int SYM, int R, int NPL, int PAT) {
     const __m512i low = _mm512_set1_epi8(0x0F);
-    int64_t nb = cdiv(rb, 64), full = rb / 64;
+    int64_t nb = cdiv(rb, 64), full = rb / 64, ahead = pf_ahead(4 * rb);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t blk = 0; blk < nb; blk++) {
         __m512i xl[3], xh[3];
@@ -93,7 +93,7 @@ TARGET_AVX512 INLINE void dig64_rows(float *out, const uint8_t *q, int64_t rb, c
                               : _mm512_set1_ps(1.0f);
         for (int r = 0; r < R; r++) {
             const uint8_t *p = q + r * rb + 64 * blk;
-            if (R == 4) __builtin_prefetch(p + 4 * rb, 0, 3);   /* the same block of the next pass's rows */
+            if (R == 4) __builtin_prefetch(p + ahead, 0, 3);    /* the same block of a pass ahead */
             else PREFETCH(p);
             __m512i d = _mm512_maskz_loadu_epi8(m, p);
             __m512i lo = _mm512_and_si512(d, low), hi = _mm512_and_si512(_mm512_srli_epi16(d, 4), low);

@@ -37,6 +37,7 @@ TARGET_AVX512 static inline __m128i hsum4_epi32(__m512i a, __m512i b, __m512i c,
 TARGET_AVX512 static inline __attribute__((always_inline)) void w8a16_dots(int64_t tot[4][3], const int8_t *q,
                                                                         const int8_t *c, int64_t K, int R) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
+    int64_t ahead = pf_ahead(4 * K);
     for (int r = 0; r < R; r++) tot[r][0] = tot[r][1] = tot[r][2] = 0;
     for (int64_t k0 = 0; k0 < K; k0 += 8192) {
         int64_t k1 = MIN(K, k0 + 8192);
@@ -48,7 +49,7 @@ TARGET_AVX512 static inline __attribute__((always_inline)) void w8a16_dots(int64
             __m512i d2 = _mm512_maskz_loadu_epi8(m, c + 2 * K + k);
             for (int r = 0; r < R; r++) {
                 const int8_t *p = q + r * K + k;
-                if (R == 4) __builtin_prefetch(p + 4 * K, 0, 3);    /* the same columns of the next pass */
+                if (R == 4) __builtin_prefetch(p + ahead, 0, 3);    /* the same columns of a pass ahead */
                 else PREFETCH(p);
                 __m512i w = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, p), flip);   /* masked-out: 0x80 */
                 acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w, d0);     /* ... times a zero digit */
