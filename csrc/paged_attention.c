@@ -6,7 +6,8 @@
  * sequence is cut into partitions of a fixed number of keys, shared among threads; each keeps its
  * own running max m, sum l and output per head, and they are combined by log-sum-exp. Memory-bound:
  * K and V are streamed once, straight from the cache blocks (no packing), all heads of a GQA group
- * sharing each load; measured at the single-thread triad bandwidth (benchmarks/_attn_probe.py).
+ * sharing each load, register-blocked (qk_tile, pv_tile), the next chunk's rows prefetched beside the
+ * current one's loads (its blocks are anywhere in the pool); benchmarks/bench_decode_attention.py.
  * Heads smaller than a vector (hd < 16) take paged_decode_small.h's path, keys along the lanes. */
 #include "common.h"
 #include "vecmath.h"
@@ -75,17 +76,30 @@ INLINE void chunk_rows(int64_t *off, int64_t c0, int64_t hi, const int64_t *tabl
  * to back once, into registers, for all the heads of a tile; the score vectors are reduced after. */
 
 /* acc[t * KCH + j] (16 lanes) = lane-wise products q_t * k_j summed over the hd16 columns, for NH query
- * heads t (rows of q, stride hd) and the KCH keys at kbase + off[j] */
-INLINE void qk_tile(v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd16, const int NH) {
-    for (int j = 0; j < KCH; j++) {
-        const float *kp = kbase + off[j];
-        v16f a[HEAD_TILE];
-        for (int t = 0; t < NH; t++) a[t] = v16f_splat(0.0f);
+ * heads t (rows of q, stride hd) and the KCH keys at kbase + off[j]. Register-blocked: JB keys at a
+ * time, NH x JB accumulators (16, or 24 for NH = 3), so each q vector is loaded once per JB keys and
+ * each K vector once per NH heads (one load per FMA or less: the FMAs, not the loads, set the pace). */
+#define QK_JB(NH) ((NH) >= 8 ? 2 : (NH) >= 4 ? 4 : (NH) >= 2 ? 8 : 16)
+INLINE void qk_tile(v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd16, const int NH,
+                    const int64_t *pf) {
+    const int JB = QK_JB(NH);
+    for (int j0 = 0; j0 < KCH; j0 += JB) {
+        const float *kp[16];
+        for (int jj = 0; jj < JB; jj++) kp[jj] = kbase + off[j0 + jj];
+        v16f a[HEAD_TILE * 16 / 2];
+        for (int i = 0; i < NH * JB; i++) a[i] = v16f_splat(0.0f);
         for (int64_t d0 = 0; d0 < hd16; d0 += 16) {
-            v16f kv = v16f_load(kp + d0);
-            for (int t = 0; t < NH; t++) a[t] += v16f_load(q + t * hd16 + d0) * kv;
+            if (pf)
+                for (int jj = 0; jj < JB; jj++) __builtin_prefetch(kbase + pf[j0 + jj] + d0, 0, 3);
+            v16f kv[16];
+            for (int jj = 0; jj < JB; jj++) kv[jj] = v16f_load(kp[jj] + d0);
+            for (int t = 0; t < NH; t++) {
+                v16f qv = v16f_load(q + t * hd16 + d0);
+                for (int jj = 0; jj < JB; jj++) a[t * JB + jj] += qv * kv[jj];
+            }
         }
-        for (int t = 0; t < NH; t++) acc[t * KCH + j] = a[t];
+        for (int t = 0; t < NH; t++)
+            for (int jj = 0; jj < JB; jj++) acc[t * KCH + j0 + jj] = a[t * JB + jj];
     }
 }
 
@@ -110,7 +124,7 @@ INLINE void qk_tile8(float *sc, const float *q, const float *kbase, const int64_
 
 /* scores s[t] (lane j = q_t . k_j) for nh <= HEAD_TILE heads; q: (nh, hd) */
 INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd,
-                     int64_t nh, const int narrow) {
+                     int64_t nh, const int narrow, const int64_t *pf) {
     /* nh <= the caller's tile: the cases past it are never taken */
     if (narrow) {
         float *sc = (float *)acc;
@@ -130,14 +144,14 @@ INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, con
     int64_t hd16 = hd & ~(int64_t)15;
     if (hd16 == hd) {
         switch (nh) {                  /* a constant NH per call: the accumulators stay in registers */
-        case 1: qk_tile(acc, q, kbase, off, hd, 1); break;
-        case 2: qk_tile(acc, q, kbase, off, hd, 2); break;
-        case 3: qk_tile(acc, q, kbase, off, hd, 3); break;
-        case 4: qk_tile(acc, q, kbase, off, hd, 4); break;
-        case 5: qk_tile(acc, q, kbase, off, hd, 5); break;
-        case 6: qk_tile(acc, q, kbase, off, hd, 6); break;
-        case 7: qk_tile(acc, q, kbase, off, hd, 7); break;
-        default: qk_tile(acc, q, kbase, off, hd, 8); break;
+        case 1: qk_tile(acc, q, kbase, off, hd, 1, pf); break;
+        case 2: qk_tile(acc, q, kbase, off, hd, 2, pf); break;
+        case 3: qk_tile(acc, q, kbase, off, hd, 3, pf); break;
+        case 4: qk_tile(acc, q, kbase, off, hd, 4, pf); break;
+        case 5: qk_tile(acc, q, kbase, off, hd, 5, pf); break;
+        case 6: qk_tile(acc, q, kbase, off, hd, 6, pf); break;
+        case 7: qk_tile(acc, q, kbase, off, hd, 7, pf); break;
+        default: qk_tile(acc, q, kbase, off, hd, 8, pf); break;
         }
         for (int64_t t = 0; t < nh; t++) s[t] = v16f_sum16(acc + t * KCH);
         return;
@@ -158,10 +172,32 @@ INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, con
 }
 
 /* o[t] = o[t] * corr[t] + sum_j p[t][j] v_j for NH heads t; o: (NH, hd) rows of stride hd, p: (NH, KCH),
- * V rows at vbase + off[j]. Each V vector is loaded once for the NH heads. */
+ * V rows at vbase + off[j]. Register-blocked: DB vectors of columns at a time, NH x DB accumulators
+ * (<= 24), so each V vector is loaded once for the NH heads and each p[t][j] broadcast once per DB
+ * vectors; the rest of hd one vector at a time. */
+#define PV_DB(NH) ((NH) >= 8 ? 2 : (NH) >= 4 ? 4 : 8)
 INLINE void pv_tile(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
-                    const int NH) {
+                    const int NH, const int64_t *pf) {
+    const int DB = PV_DB(NH);
     int64_t d0 = 0;
+    for (; d0 + 16 * DB <= hd; d0 += 16 * DB) {
+        v16f acc[HEAD_TILE * 8 / 2];
+        for (int t = 0; t < NH; t++)
+            for (int db = 0; db < DB; db++) acc[t * DB + db] = v16f_load(o + t * hd + d0 + 16 * db) * corr[t];
+        for (int j = 0; j < KCH; j++) {
+            const float *vp = vbase + off[j] + d0;
+            if (pf)
+                for (int db = 0; db < DB; db++) __builtin_prefetch(vbase + pf[j] + d0 + 16 * db, 0, 3);
+            v16f v[8];
+            for (int db = 0; db < DB; db++) v[db] = v16f_load(vp + 16 * db);
+            for (int t = 0; t < NH; t++) {
+                v16f pj = v16f_splat(p[t * KCH + j]);
+                for (int db = 0; db < DB; db++) acc[t * DB + db] += v[db] * pj;
+            }
+        }
+        for (int t = 0; t < NH; t++)
+            for (int db = 0; db < DB; db++) v16f_store(o + t * hd + d0 + 16 * db, acc[t * DB + db]);
+    }
     for (; d0 + 16 <= hd; d0 += 16) {
         v16f acc[HEAD_TILE];
         for (int t = 0; t < NH; t++) acc[t] = v16f_load(o + t * hd + d0) * corr[t];
@@ -201,7 +237,7 @@ INLINE void pv_tile8(float *o, const float *p, const float *corr, const float *v
 }
 
 INLINE void pv_heads(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
-                     int64_t nh, const int tile, const int narrow) {
+                     int64_t nh, const int tile, const int narrow, const int64_t *pf) {
     for (int64_t t0 = 0; t0 < nh; t0 += tile) {   /* a constant NH per call: accumulators in registers */
         float *ot = o + t0 * hd;
         const float *pt = p + t0 * KCH, *ct = corr + t0;
@@ -219,14 +255,14 @@ INLINE void pv_heads(float *o, const float *p, const float *corr, const float *v
             continue;
         }
         switch (MIN(tile, nh - t0)) {
-        case 1: pv_tile(ot, pt, ct, vbase, off, hd, 1); break;
-        case 2: pv_tile(ot, pt, ct, vbase, off, hd, 2); break;
-        case 3: pv_tile(ot, pt, ct, vbase, off, hd, 3); break;
-        case 4: pv_tile(ot, pt, ct, vbase, off, hd, 4); break;
-        case 5: pv_tile(ot, pt, ct, vbase, off, hd, 5); break;
-        case 6: pv_tile(ot, pt, ct, vbase, off, hd, 6); break;
-        case 7: pv_tile(ot, pt, ct, vbase, off, hd, 7); break;
-        default: pv_tile(ot, pt, ct, vbase, off, hd, 8); break;
+        case 1: pv_tile(ot, pt, ct, vbase, off, hd, 1, pf); break;
+        case 2: pv_tile(ot, pt, ct, vbase, off, hd, 2, pf); break;
+        case 3: pv_tile(ot, pt, ct, vbase, off, hd, 3, pf); break;
+        case 4: pv_tile(ot, pt, ct, vbase, off, hd, 4, pf); break;
+        case 5: pv_tile(ot, pt, ct, vbase, off, hd, 5, pf); break;
+        case 6: pv_tile(ot, pt, ct, vbase, off, hd, 6, pf); break;
+        case 7: pv_tile(ot, pt, ct, vbase, off, hd, 7, pf); break;
+        default: pv_tile(ot, pt, ct, vbase, off, hd, 8, pf); break;
         }
     }
 }
@@ -249,17 +285,23 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
     }
     memset(o, 0, (size_t)(H * hd) * sizeof(float));
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    int64_t off[KCH];
+    int64_t off[KCH], next[KCH];
     v16f acc[HEAD_TILE * KCH], sc[HEAD_TILE];      /* 8 KiB of partial dot products; scores of a tile */
+    chunk_rows(next, lo, hi, a->table, a->bs, row);
     for (int64_t c0 = lo; c0 < hi; c0 += KCH) {
         int64_t n = MIN(KCH, hi - c0);
-        chunk_rows(off, c0, hi, a->table, a->bs, row);
         v16i valid = lane < (v16i){0} + (int32_t)n;
+        memcpy(off, next, sizeof off);
+        const int64_t *pf = NULL;                  /* the next chunk's rows (blocks no prefetcher can guess), */
+        if (c0 + KCH < hi) {                       /* prefetched line for line beside this chunk's loads */
+            chunk_rows(next, c0 + KCH, hi, a->table, a->bs, row);
+            pf = next;
+        }
         for (int64_t kvh = 0; kvh < KVH; kvh++) {
             const float *kb = a->k + kvh * hd, *vb = a->v + kvh * hd;
             for (int64_t g0 = 0; g0 < group; g0 += tile) {
                 int64_t nh = MIN(tile, group - g0);
-                qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh, narrow);
+                qk_heads(sc, acc, qs + (kvh * group + g0) * hd, kb, off, hd, nh, narrow, g0 ? NULL : pf);
                 for (int64_t t = 0; t < nh; t++) {
                     int64_t g = g0 + t, h = kvh * group + g;
                     v16f s = v16f_select(valid, sc[t], v16f_splat(-INFINITY));
@@ -271,7 +313,7 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
                     v16f_store(p + g * KCH, e);
                 }
             }
-            pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group, tile, narrow);
+            pv_heads(o + kvh * group * hd, p, corr, vb, off, hd, group, tile, narrow, pf);
         }
     }
 }

@@ -115,6 +115,8 @@ DECODE_CASES = [
     (12, 1, 128, 7, [530, 6]),
     (18, 2, 33, 16, [64, 1, 255]),
     (32, 8, 128, 16, [1024, 3]),
+    (12, 4, 160, 16, [40, 17]),             # group 3: a 128-column register block, then 16-column steps
+    (14, 2, 96, 16, [100, 33]),             # group 7: 2-key QK blocks, 32-column PV blocks
     # head_dim < 16 takes the keys-along-lanes path (8 keys a step): step boundaries +-1, hd 8 (the
     # transposed loads) and others (gathered columns), the hd = 16 edge of the large-head path
     (8, 4, 8, 16, [7, 8, 9, 1, 255, 256, 257]),
