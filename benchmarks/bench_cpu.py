@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from common import RESULTS, machine, write_json  # noqa: E402
-from cpu_env import (Threads, TriadProbe, blas_info, ceilings, cpu_flags, median_time,  # noqa: E402
+from cpu_env import (CacheFlush, Threads, TriadProbe, blas_info, ceilings, cpu_flags, median_time,  # noqa: E402
                      numpy_matmul_gflops, scrubbed_env)
 from cpu_report import markdown  # noqa: E402
 
@@ -42,31 +42,50 @@ def load_backends() -> dict:
     return out
 
 
-def run_cases(cases, triad: TriadProbe, gflops_numpy: float, repeats: int, min_time_s: float, progress) -> list[dict]:
-    """Each case's implementations; a memory-bound case's % is of the triad measured right before and
-    after it (the higher of the two), a compute-bound one's of numpy's float32 matmul GFLOP/s."""
+BASELINES = ("numpy", "numpy f32", "torch sdpa")     # impls others are compared with, round by round
+
+
+def run_cases(cases, triad: TriadProbe, gflops_numpy: float, repeats: int, min_time_s: float, progress,
+              rounds: int = 5) -> list[dict]:
+    """Each case's implementations, interleaved over `rounds` rounds (every impl once per round, so a
+    swing of the machine between rounds hits all of them alike). A memory-bound case's % is, per round,
+    of the triad measured right before and after that round (the higher), and the row gives the median
+    over rounds of times, ratios and triads; a compute-bound one's % is of numpy's float32 matmul GFLOP/s."""
     rows = []
+    per_round, per_min = max(1, repeats // 3), min_time_s / rounds
     for case in cases:
-        before = triad.gbs() if case.bound == "memory" else 0.0
+        times = {impl: [] for impl in case.impls}
+        ratios = {impl: [] for impl in case.impls}
+        triads = []
+        for rnd in range(rounds):
+            before = triad.gbs() if case.bound == "memory" else 0.0
+            for impl, fn in case.impls.items():
+                progress(f"{case.name} {case.shape} [{impl}] round {rnd + 1}/{rounds}")
+                times[impl].append(median_time(fn, per_round, per_min))
+            if case.bound == "memory":
+                local = max(before, triad.gbs())
+                triads.append(local)
+                for impl in case.impls:
+                    ratios[impl].append(case.bytes_moved / times[impl][-1] / 1e9 / local)
         first = len(rows)
-        for impl, fn in case.impls.items():
-            progress(f"{case.name} {case.shape} [{impl}]")
-            t = median_time(fn, repeats, min_time_s)
+        for impl in case.impls:
+            t = float(np.median(times[impl]))
             gbs, gfl = case.bytes_moved / t / 1e9, case.flops / t / 1e9
-            rows.append({"kernel": case.name, "shape": case.shape, "impl": impl, "ms": 1e3 * t, "gbs": gbs,
-                         "gflops": gfl, "bound": case.bound,
-                         "pct_of_ceiling": 100 * gfl / gflops_numpy if case.bound == "compute" else None,
-                         "ceiling": "triad" if case.bound == "memory" else "numpy f32 matmul"})
-        if case.bound == "memory":
-            local = max(before, triad.gbs())
-            for r in rows[first:]:
-                r["triad_gbs"], r["pct_of_ceiling"] = local, 100 * r["gbs"] / local
-        base = [r for r in rows if r["kernel"] == case.name and r["shape"] == case.shape]
-        ref_ms = {r["impl"]: r["ms"] for r in base}
-        for r in base:
-            for other in ("numpy", "torch sdpa"):
-                if other in ref_ms and r["impl"] != other:
-                    r[f"speedup_vs_{other.replace(' ', '_')}"] = ref_ms[other] / r["ms"]
+            row = {"kernel": case.name, "shape": case.shape, "impl": impl, "ms": 1e3 * t, "gbs": gbs,
+                   "gflops": gfl, "bound": case.bound, "rounds": rounds,
+                   "ceiling": "triad" if case.bound == "memory" else "numpy f32 matmul"}
+            if case.bound == "memory":
+                row["triad_gbs"] = float(np.median(triads))
+                row["pct_of_ceiling"] = 100 * float(np.median(ratios[impl]))
+                row["pct_of_ceiling_rounds"] = [round(100 * r, 1) for r in ratios[impl]]
+            else:
+                row["pct_of_ceiling"] = 100 * gfl / gflops_numpy
+            rows.append(row)
+        for r in rows[first:]:
+            for other in BASELINES:
+                if other in times and r["impl"] != other:     # per round, then the median
+                    ratio = np.array(times[other]) / np.array(times[r["impl"]])
+                    r[f"speedup_vs_{other.replace(' ', '_')}"] = float(np.median(ratio))
     return rows
 
 
@@ -109,11 +128,11 @@ def main(argv=None, progress=None) -> dict:
         before = ceilings(repeats=repeats)
         gflops = numpy_matmul_gflops(repeats=max(3, repeats // 2))
         run = {"threads": n, "blas": blas_info(), "ceilings_before": before, "numpy_matmul_gflops": gflops,
-               "kernels": run_cases(cases, triad, gflops, repeats, min_time, say)}
+               "kernels": run_cases(cases, triad, gflops, repeats, min_time, say, 2 if args.quick else 5)}
         run["ceilings_after"] = ceilings(repeats=repeats)
         if not args.no_e2e:
             run["end_to_end"] = end_to_end(preset, weights, 8 if args.quick else 32, 128, 2 if args.quick else 3, say,
-                                           triad)
+                                           triad, CacheFlush())
             run["small_model"] = small_model_split(32 if args.quick else 200, say)
             run["ceilings_after_e2e"] = ceilings(repeats=repeats)
         report["runs"].append(run)

@@ -39,7 +39,9 @@ def weight_bytes_per_token(weights) -> int:
     return total
 
 
-def decode_and_prefill(weights, ops: Ops, n_decode: int, prompt_len: int, repeats: int) -> dict:
+def decode_and_prefill(weights, ops: Ops, n_decode: int, prompt_len: int, repeats: int, flush=None) -> dict:
+    """Prefill tokens/s of a prompt_len prompt (median of repeats) and the median decode step over
+    n_decode steps; with flush (a callable), the caches are flushed before every timed decode step."""
     model = Model(weights, ops)
     c = weights.config
     rng = np.random.default_rng(0)
@@ -54,6 +56,8 @@ def decode_and_prefill(weights, ops: Ops, n_decode: int, prompt_len: int, repeat
     model.forward(cache.prepare([0], [prompt[:1]]), cache)
     step_times, tok = [], 1
     for _ in range(n_decode):
+        if flush is not None:
+            flush()
         t = time.perf_counter()
         logits = model.forward(cache.prepare([0], [np.array([tok])]), cache)
         step_times.append(time.perf_counter() - t)
@@ -75,18 +79,21 @@ def model_weights(preset: str, formats: list[str], progress) -> dict:
 
 
 def end_to_end(preset: str, weights_by_format: dict, n_decode: int, prompt_len: int, repeats: int,
-               progress, triad=None) -> list[dict]:
-    """Decode and prefill per format, fused and op by op; with a cpu_env.TriadProbe, each row's
-    triad_gbs is the triad measured right before and after it (the higher)."""
+               progress, triad=None, flush=None) -> list[dict]:
+    """Decode and prefill per format: fused step and op by op with whatever the caches hold (a model
+    smaller than the LLC share may decode from it), and with a flush callable, the fused step again
+    with the caches flushed before every step (weights from DRAM). With a cpu_env.TriadProbe, each
+    row's triad_gbs is the triad measured right before and after it (the higher)."""
     rows = []
+    runs = [(True, False), (False, False)] + ([(True, True)] if flush is not None else [])
     for fmt, weights in weights_by_format.items():
-        for fused in (True, False):
-            progress(f"end to end {preset} {fmt} {'fused' if fused else 'op by op'}")
+        for fused, cold in runs:
+            progress(f"end to end {preset} {fmt} {'fused' if fused else 'op by op'}{' cold' if cold else ''}")
             before = triad.gbs() if triad else None
-            r = decode_and_prefill(weights, c_ops(fused), n_decode, prompt_len, repeats)
+            r = decode_and_prefill(weights, c_ops(fused), n_decode, prompt_len, repeats, flush if cold else None)
             local = {"triad_gbs": max(before, triad.gbs())} if triad else {}
             rows.append({"model": preset, "format": fmt, "path": "fused decode step" if fused else "op by op",
-                         **r, **local})
+                         "weights_from": "DRAM (caches flushed per step)" if cold else "as cached", **r, **local})
     return rows
 
 

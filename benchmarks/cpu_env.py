@@ -120,6 +120,21 @@ class TriadProbe:
         return 12 * self.n / median_time(lambda: self._lib.stream_triad_f32(pa, pb, pc, 3.0, self.n), repeats) / 1e9
 
 
+class CacheFlush:
+    """Reads a buffer twice the last-level cache (at least 600 MiB) so that what ran before is out of
+    it: a decode step timed after one reads its weights from DRAM, as a model larger than the cache does."""
+
+    def __init__(self):
+        from pyinfer import _C
+        from pyinfer.analysis.microbench import last_level_cache_bytes
+        self._lib = _C.lib
+        self._buf = np.full(max(2 * last_level_cache_bytes(), 600 << 20) // 4, 1.0, np.float32)   # (n,)
+        self._ptr = _C.ffi.from_buffer("float[]", self._buf)
+
+    def __call__(self) -> None:
+        self._lib.stream_read_f32(self._ptr, self._buf.size)
+
+
 def numpy_matmul_gflops(M: int = 512, K: int = 4096, N: int = 4096, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((N, K), dtype=np.float32)

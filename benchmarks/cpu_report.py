@@ -16,25 +16,32 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     out = [f"# CPU kernels: {m['cpu']}, {m['logical_cpus']} logical CPUs, C body `{report['c_isa']}`",
            "", f"{m['date']}, python {m['python']}" + (" (quick run)" if report.get("quick") else "")
-           + (f"; unset for this run: {report['unset_env']}" if report.get("unset_env") else ""), ""]
+           + (f"; unset for this run: {report['unset_env']}" if report.get("unset_env") else ""), "",
+           "Kernel rows: every implementation of a case runs once per round, over several rounds; times are "
+           "medians over the rounds, a memory-bound % the median of each round's ratio to the triad measured "
+           "around that round, and a speedup the median of per-round ratios. End-to-end rows: median decode "
+           "step, with whatever the caches hold or with the caches flushed before every step.", ""]
     for run in report["runs"]:
         blas = run["blas"]
         blas_s = blas.get("corename") or blas.get("source")
         out += [f"## {run['threads']} thread(s)", "", _ceiling_line(run) + f" (numpy BLAS: {blas_s})", "",
-                "| kernel | shape | impl | ms | GB/s | GFLOP/s | % of ceiling (triad GB/s beside it) | vs numpy | vs torch |",
+                "| kernel | shape | impl | ms | GB/s | GFLOP/s | % of ceiling (median triad GB/s beside it) | vs numpy | vs torch |",
                 "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in run["kernels"]:
-            vs_np = f"{r['speedup_vs_numpy']:.2f}x" if "speedup_vs_numpy" in r else ""
+            vs = r.get("speedup_vs_numpy", r.get("speedup_vs_numpy_f32"))
+            vs_np = f"{vs:.2f}x" if vs is not None else ""
             vs_t = f"{r['speedup_vs_torch_sdpa']:.2f}x" if "speedup_vs_torch_sdpa" in r else ""
             out.append(f"| {r['kernel']} | {r['shape']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.1f} | "
                        f"{r['gflops']:.1f} | {r['pct_of_ceiling']:.0f}% {r['ceiling']}"
                        f"{' ' + format(r['triad_gbs'], '.1f') if 'triad_gbs' in r else ''} | {vs_np} | {vs_t} |")
         if run.get("end_to_end"):
-            out += ["", "| model | format | path | decode tok/s | ms/token | MB/token | GB/s | triad GB/s beside it | "
-                        "% of triad | prefill tok/s (128) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            out += ["", "| model | format | path | weights from | decode tok/s | ms/token | MB/token | GB/s | "
+                        "triad GB/s beside it | % of triad | prefill tok/s (128) |",
+                    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
             for r in run["end_to_end"]:
                 triad = r.get("triad_gbs", run["ceilings_before"]["triad_gbs"])
-                out.append(f"| {r['model']} | {r['format']} | {r['path']} | {r['decode_tok_s']:.1f} | "
+                out.append(f"| {r['model']} | {r['format']} | {r['path']} | {r.get('weights_from', '')} | "
+                           f"{r['decode_tok_s']:.1f} | "
                            f"{r['decode_ms_per_token']:.2f} | {r['bytes_per_token'] / 1e6:.1f} | {r['decode_gbs']:.1f} | "
                            f"{triad:.1f} | {100 * r['decode_gbs'] / triad:.0f}% | {r['prefill_tok_s']:.0f} |")
         if run.get("small_model"):

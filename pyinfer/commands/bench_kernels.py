@@ -15,6 +15,7 @@ def register_bench(bench_sub) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: fewer shapes and repeats (about a minute)")
     p.add_argument("--threads", default="1,2", help="thread counts to measure, comma separated (default 1,2)")
     p.add_argument("--no-e2e", action="store_true", help="kernels and ceilings only")
+    p.add_argument("--only", default="", help="regex: only the kernel cases whose name matches (no end to end)")
     p.set_defaults(handler=_bench_kernels)
 
 
@@ -37,6 +38,7 @@ def _bench_kernels(args) -> int:
     spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    argv = ["--threads", args.threads] + (["--quick"] if args.quick else []) + (["--no-e2e"] if args.no_e2e else [])
+    argv = ["--threads", args.threads] + (["--quick"] if args.quick else []) + (["--no-e2e"] if args.no_e2e else []) \
+        + (["--only", args.only] if args.only else [])
     bench.main(argv, progress=_Progress())
     return 0
