@@ -77,8 +77,11 @@ TARGET_AVX512 INLINE void dig64_rows(float *out, const uint8_t *q, int64_t rb, c
                                      const lanes_t *ln, int64_t ng, int SYM, int R, int NPL, int PAT) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     int64_t nb = cdiv(rb, 64), full = rb / 64, ahead = pf_ahead(4 * rb);
+    const char *ws_ahead = (const char *)(ws + (ahead / rb) * ng);     /* the scales of the rows prefetched */
+    int64_t ws_lines = R == 4 ? cdiv(4 * ng * (int64_t)sizeof(float), 64) : 0;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t blk = 0; blk < nb; blk++) {
+        for (int64_t l = blk; l < ws_lines; l += nb) __builtin_prefetch(ws_ahead + 64 * l, 0, 3);
         __m512i xl[3], xh[3];
         for (int p = 0; p < NPL; p++) {
             xl[p] = _mm512_loadu_si512(a->xp[p] + 128 * blk);
