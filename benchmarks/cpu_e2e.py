@@ -39,6 +39,34 @@ def weight_bytes_per_token(weights) -> int:
     return total
 
 
+def step_arrays(weights) -> list[np.ndarray]:
+    """Every weight array a decode step reads, in the order it reads them (quantized: codes, scales, zeros)."""
+    def parts(w):
+        return [a for a in (w.qweight, w.scales, w.zeros) if a is not None] if hasattr(w, "qweight") else [w]
+    out = []
+    for lw in weights.layers:
+        for name in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w3", "w2"):
+            out += parts(getattr(lw, name))
+    return out + parts(weights.norm) + parts(weights.output)
+
+
+def weights_read_gbs(weights, flush, repeats: int = 5) -> float:
+    """The read bandwidth of this model's weights on one pass from DRAM, array after array in step
+    order (C stream read, caches flushed first): the ceiling of a decode step that must stream them,
+    with the per-array start-up that small matrices pay, which a 768 MB triad does not."""
+    from pyinfer import _C
+    arrays = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in step_arrays(weights)]
+    ptrs = [(_C.ffi.cast("float *", _C.ffi.from_buffer(a)), a.nbytes // 4) for a in arrays]
+    times = []
+    for _ in range(repeats):
+        flush()
+        t = time.perf_counter()
+        for p, n in ptrs:
+            _C.lib.stream_read_f32(p, n)
+        times.append(time.perf_counter() - t)
+    return sum(4 * n for _, n in ptrs) / float(np.median(times)) / 1e9
+
+
 def decode_and_prefill(weights, ops: Ops, n_decode: int, prompt_len: int, repeats: int, flush=None) -> dict:
     """Prefill tokens/s of a prompt_len prompt (median of repeats) and the median decode step over
     n_decode steps; with flush (a callable), the caches are flushed before every timed decode step."""
@@ -92,6 +120,8 @@ def end_to_end(preset: str, weights_by_format: dict, n_decode: int, prompt_len: 
             before = triad.gbs() if triad else None
             r = decode_and_prefill(weights, c_ops(fused), n_decode, prompt_len, repeats, flush if cold else None)
             local = {"triad_gbs": max(before, triad.gbs())} if triad else {}
+            if cold:
+                local["weights_read_gbs"] = weights_read_gbs(weights, flush)
             rows.append({"model": preset, "format": fmt, "path": "fused decode step" if fused else "op by op",
                          "weights_from": "DRAM (caches flushed per step)" if cold else "as cached", **r, **local})
     return rows

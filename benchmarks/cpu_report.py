@@ -20,7 +20,9 @@ def markdown(report: dict) -> str:
            "Kernel rows: every implementation of a case runs once per round, over several rounds; times are "
            "medians over the rounds, a memory-bound % the median of each round's ratio to the triad measured "
            "around that round, and a speedup the median of per-round ratios. End-to-end rows: median decode "
-           "step, with whatever the caches hold or with the caches flushed before every step.", ""]
+           "step, with whatever the caches hold or with the caches flushed before every step; for the flushed "
+           "rows, also the % of the bandwidth at which C's stream read reads the same weight arrays in step "
+           "order from DRAM (small matrices pay a start-up each that a 768 MB triad does not).", ""]
     for run in report["runs"]:
         blas = run["blas"]
         blas_s = blas.get("corename") or blas.get("source")
@@ -36,14 +38,17 @@ def markdown(report: dict) -> str:
                        f"{' ' + format(r['triad_gbs'], '.1f') if 'triad_gbs' in r else ''} | {vs_np} | {vs_t} |")
         if run.get("end_to_end"):
             out += ["", "| model | format | path | weights from | decode tok/s | ms/token | MB/token | GB/s | "
-                        "triad GB/s beside it | % of triad | prefill tok/s (128) |",
-                    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                        "triad GB/s beside it | % of triad | % of its weights' read | prefill tok/s (128) |",
+                    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in run["end_to_end"]:
                 triad = r.get("triad_gbs", run["ceilings_before"]["triad_gbs"])
                 out.append(f"| {r['model']} | {r['format']} | {r['path']} | {r.get('weights_from', '')} | "
                            f"{r['decode_tok_s']:.1f} | "
                            f"{r['decode_ms_per_token']:.2f} | {r['bytes_per_token'] / 1e6:.1f} | {r['decode_gbs']:.1f} | "
-                           f"{triad:.1f} | {100 * r['decode_gbs'] / triad:.0f}% | {r['prefill_tok_s']:.0f} |")
+                           f"{triad:.1f} | {100 * r['decode_gbs'] / triad:.0f}% | "
+                           + (f"{100 * r['decode_gbs'] / r['weights_read_gbs']:.0f}% of {r['weights_read_gbs']:.1f}"
+                              if "weights_read_gbs" in r else "")
+                           + f" | {r['prefill_tok_s']:.0f} |")
         if run.get("small_model"):
             out += ["", "| model | backend | path | us/token | in op calls (checks + kernel) | everything else | tok/s |",
                     "|---|---|---|---:|---:|---:|---:|"]
