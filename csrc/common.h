@@ -57,6 +57,20 @@ static inline float silu_scalar(float g) { return g * (1.0f / (1.0f + expf(-g)))
 void quantize_row_i8(int8_t *xq, float *xs, const float *x, int64_t K, int64_t G);
 /* x (K,) -> three balanced base-256 digit planes c0, c1, c2 (each (K,) int8) and exponent e with
  * x ~= 2^-e * (c0 + 256 c1 + 65536 c2), |x| * 2^e < 2^22: 24-bit fixed point per row. */
+#if PYINFER_X86
+/* four horizontal sums at once: element i of the result is the sum of the lanes of a, b, c, d (i = 0..3);
+ * folds 512 -> 256 -> 128 bits pairwise, then within the 128-bit blocks */
+TARGET_AVX512 static inline __m128 hsum4_ps(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+    return _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), t));
+}
+#endif
+
 int split_row_digits(int8_t *c0, int8_t *c1, int8_t *c2, const float *x, int64_t K);
 
 /* W8A8 / W4A8 on AMX for prefill-sized T (matmul_q8.c); 0 when it did not run */

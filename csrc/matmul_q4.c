@@ -117,14 +117,7 @@ TARGET_AVX512 INLINE void dig64_rows(float *out, const uint8_t *q, int64_t rb, c
         out[0] = _mm512_reduce_add_ps(acc[0]);
         return;
     }
-    /* four horizontal sums at once: fold 512 -> 256 -> 128 bits pairwise, then within 128-bit blocks */
-    __m512 r01 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[0], acc[1], 0x44), _mm512_shuffle_f32x4(acc[0], acc[1], 0xEE));
-    __m512 r23 = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2], acc[3], 0x44), _mm512_shuffle_f32x4(acc[2], acc[3], 0xEE));
-    __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(r01, r23, 0x88), _mm512_shuffle_f32x4(r01, r23, 0xDD));
-    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
-    t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
-    __m512 four = _mm512_permutexvar_ps(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), t);
-    _mm_storeu_ps(out, _mm512_castps512_ps128(four));
+    _mm_storeu_ps(out, hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
 }
 
 #define DIG64_PAT(R, NPL, SYM) (ln->pat ? dig64_rows(s, q, rb, ws, a, ln, ng, SYM, R, NPL, 1) \

@@ -201,57 +201,67 @@ static void w8a8_init(int32_t *init, const int8_t *xq, int64_t K, int64_t G) {
 }
 
 #if PYINFER_X86
+/* G = 32, R (1 or 4) rows from q (row stride K): out[r] = sum over 64-byte chunks (two groups) of
+ * the integer dots scaled per lane half by ws[r, g] xs[g]. One load of the activation chunk, its
+ * accumulator start (init) and scale pair serves the R rows; the rows a pass ahead are prefetched. */
+TARGET_AVX512 INLINE void w8a8_g32_rows(float *out, const act8_t *a, const int8_t *q, const float *ws, int64_t K,
+                                        int64_t ng, int R) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    int64_t ahead = pf_ahead(4 * K);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t c = 0; c < cdiv(K, 64); c++) {
+        int two = 2 * c + 1 < ng;                               /* else a last chunk of one group */
+        __mmask64 m = two ? ~(__mmask64)0 : 0xFFFFFFFFull;
+        __mmask8 m2 = two ? 3 : 1;
+        __m512i xv = _mm512_maskz_loadu_epi8(m, a->xq + 64 * c), init = _mm512_loadu_si512(a->init + 16 * c);
+        __m512 xs = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_maskz_loadu_ps(m2, a->xs + 2 * c)));
+        for (int r = 0; r < R; r++) {
+            const int8_t *p = q + r * K + 64 * c;
+            if (R == 4) __builtin_prefetch(p + ahead, 0, 3);
+            else PREFETCH(p);
+            __m512i d = _mm512_dpbusd_epi32(init, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, p), flip), xv);
+            __m512 sv = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_maskz_loadu_ps(m2, ws + r * ng + 2 * c)));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(sv, xs), acc[r]);
+        }
+    }
+    if (R == 4) _mm_storeu_ps(out, hsum4_ps(acc[0], acc[1], acc[2], acc[3]));
+    else out[0] = _mm512_reduce_add_ps(acc[0]);
+}
+
 TARGET_AVX512 static void w8a8_rows_avx512(float *out, const act8_t *act, const int8_t *qw, const float *scales,
                                            int64_t T, int64_t n_lo, int64_t n_hi, int64_t N, int64_t K, int64_t G) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const __m512i pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     int64_t ng = K / G;
+    if (G == 32) {
+        for (int64_t n = n_lo; n < n_hi;) {
+            int R = n + 3 < n_hi ? 4 : 1;
+            for (int64_t t = 0; t < T; t++) {
+                float s[4];
+                if (R == 4) w8a8_g32_rows(s, act + t, qw + n * K, scales + n * ng, K, ng, 4);
+                else w8a8_g32_rows(s, act + t, qw + n * K, scales + n * ng, K, ng, 1);
+                for (int r = 0; r < R; r++) out[t * N + n + r] = s[r];
+            }
+            n += R;
+        }
+        return;
+    }
     for (int64_t n = n_lo; n < n_hi; n++) {
         const int8_t *q = qw + n * K;
         const float *ws = scales + n * ng;
         for (int64_t t = 0; t < T; t++) {
             const act8_t *a = act + t;
             __m512 f0 = _mm512_setzero_ps(), f1 = f0;
-            if (G == 32) {
-                int64_t b = 0;
-                for (; b + 4 <= ng; b += 4) {          /* two 64-byte chunks, two groups each */
-                    PREFETCH(q + b * 32);
-                    PREFETCH(q + b * 32 + 64);
-                    __m512i c0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(a->init + (b / 2) * 16),
-                                                     _mm512_xor_si512(_mm512_loadu_si512(q + b * 32), flip),
-                                                     _mm512_loadu_si512(a->xq + b * 32));
-                    __m512i c1 = _mm512_dpbusd_epi32(_mm512_loadu_si512(a->init + (b / 2) * 16 + 16),
-                                                     _mm512_xor_si512(_mm512_loadu_si512(q + b * 32 + 64), flip),
-                                                     _mm512_loadu_si512(a->xq + b * 32 + 64));
-                    __m128 s0 = _mm_mul_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(ws + b))),
-                                           _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(a->xs + b))));
-                    __m128 s1 = _mm_mul_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(ws + b + 2))),
-                                           _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(a->xs + b + 2))));
-                    f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s0)), f0);
-                    f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s1)), f1);
+            for (int64_t g = 0; g < ng; g++) {
+                __m512i acc = _mm512_loadu_si512(a->init + g * 16);
+                for (int64_t k = g * G; k < (g + 1) * G; k += 64) {
+                    PREFETCH(q + k);
+                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(q + k), flip),
+                                              _mm512_loadu_si512(a->xq + k));
                 }
-                for (; b < ng; b += 2) {
-                    int two = b + 1 < ng;
-                    __mmask64 m = two ? ~(__mmask64)0 : 0xFFFFFFFFull;
-                    __m512i acc = _mm512_loadu_si512(a->init + (b / 2) * 16);
-                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, q + b * 32), flip),
-                                              _mm512_maskz_loadu_epi8(m, a->xq + b * 32));
-                    __mmask8 m2 = two ? 3 : 1;
-                    __m128 s2 = _mm_mul_ps(_mm_maskz_loadu_ps(m2, ws + b), _mm_maskz_loadu_ps(m2, a->xs + b));
-                    f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(s2)), f0);
-                }
-            } else {
-                for (int64_t g = 0; g < ng; g++) {
-                    __m512i acc = _mm512_loadu_si512(a->init + g * 16);
-                    for (int64_t k = g * G; k < (g + 1) * G; k += 64) {
-                        PREFETCH(q + k);
-                        acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(q + k), flip),
-                                                  _mm512_loadu_si512(a->xq + k));
-                    }
-                    __m512 sv = _mm512_set1_ps(ws[g] * a->xs[g]);
-                    if (g & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f1);
-                    else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f0);
-                }
+                __m512 sv = _mm512_set1_ps(ws[g] * a->xs[g]);
+                if (g & 1) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f1);
+                else f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sv, f0);
             }
             out[t * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
         }
