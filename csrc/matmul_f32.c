@@ -29,10 +29,6 @@ TARGET_AVX512 static void gemv_avx512(float *out, const float *x, const float *w
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
             int64_t k = 0;
             for (; k < K32; k += 32) {
-                if (t == 0) {                              /* the weights' first pass streams from memory */
-                    PREFETCH(w0 + k); PREFETCH(w0 + k + 16); PREFETCH(w1 + k); PREFETCH(w1 + k + 16);
-                    PREFETCH(w2 + k); PREFETCH(w2 + k + 16); PREFETCH(w3 + k); PREFETCH(w3 + k + 16);
-                }
                 __m512 xa = _mm512_loadu_ps(xt + k), xb = _mm512_loadu_ps(xt + k + 16);
                 a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + k), xa, a0);
                 a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + k), xa, a1);
