@@ -46,11 +46,13 @@ BASELINES = ("numpy", "numpy f32", "torch sdpa")     # impls others are compared
 
 
 def run_cases(cases, triad: TriadProbe, gflops_numpy: float, repeats: int, min_time_s: float, progress,
-              rounds: int = 5) -> list[dict]:
+              rounds: int = 5, settle_s: float = 0.0) -> list[dict]:
     """Each case's implementations, interleaved over `rounds` rounds (every impl once per round, so a
     swing of the machine between rounds hits all of them alike). A memory-bound case's % is, per round,
     of the triad measured right before and after that round (the higher), and the row gives the median
-    over rounds of times, ratios and triads; a compute-bound one's % is of numpy's float32 matmul GFLOP/s."""
+    over rounds of times, ratios and triads; a compute-bound one's % is of numpy's float32 matmul GFLOP/s.
+    settle_s: a pause after each impl, so the thread pool it used (OpenBLAS's workers spin ~0.1 s after a
+    call, Numba's and OpenMP's for less) is parked before the next one wants the same cores."""
     rows = []
     per_round, per_min = max(1, repeats // 3), min_time_s / rounds
     for case in cases:
@@ -62,6 +64,7 @@ def run_cases(cases, triad: TriadProbe, gflops_numpy: float, repeats: int, min_t
             for impl, fn in case.impls.items():
                 progress(f"{case.name} {case.shape} [{impl}] round {rnd + 1}/{rounds}")
                 times[impl].append(median_time(fn, per_round, per_min))
+                time.sleep(settle_s)
             if case.bound == "memory":
                 local = max(before, triad.gbs())
                 triads.append(local)
@@ -128,7 +131,8 @@ def main(argv=None, progress=None) -> dict:
         before = ceilings(repeats=repeats)
         gflops = numpy_matmul_gflops(repeats=max(3, repeats // 2))
         run = {"threads": n, "blas": blas_info(), "ceilings_before": before, "numpy_matmul_gflops": gflops,
-               "kernels": run_cases(cases, triad, gflops, repeats, min_time, say, 2 if args.quick else 5)}
+               "kernels": run_cases(cases, triad, gflops, repeats, min_time, say, 2 if args.quick else 5,
+                                            0.25 if n > 1 else 0.0)}
         run["ceilings_after"] = ceilings(repeats=repeats)
         if not args.no_e2e:
             run["end_to_end"] = end_to_end(preset, weights, 8 if args.quick else 32, 128, 2 if args.quick else 3, say,
