@@ -39,22 +39,12 @@ def weight_bytes_per_token(weights) -> int:
     return total
 
 
-def step_arrays(weights) -> list[np.ndarray]:
-    """Every weight array a decode step reads, in the order it reads them (quantized: codes, scales, zeros)."""
-    def parts(w):
-        return [a for a in (w.qweight, w.scales, w.zeros) if a is not None] if hasattr(w, "qweight") else [w]
-    out = []
-    for lw in weights.layers:
-        for name in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w3", "w2"):
-            out += parts(getattr(lw, name))
-    return out + parts(weights.norm) + parts(weights.output)
-
-
 def weights_read_gbs(weights, flush, repeats: int = 5) -> float:
     """The read bandwidth of this model's weights on one pass from DRAM, array after array in step
     order (C stream read, caches flushed first): the ceiling of a decode step that must stream them,
     with the per-array start-up that small matrices pay, which a 768 MB triad does not."""
     from pyinfer import _C
+    from pyinfer.arena import step_arrays
     arrays = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in step_arrays(weights)]
     ptrs = [(_C.ffi.cast("float *", _C.ffi.from_buffer(a)), a.nbytes // 4) for a in arrays]
     times = []

@@ -164,9 +164,10 @@ LINEAR_WEIGHTS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 def quantize_weights(weights: ModelWeights, fmt: QuantFormat | str) -> ModelWeights:
     """Every linear weight of the decoder and the output head quantized; embeddings and norms stay f32."""
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    from .arena import pack_weights      # arena imports this module
     layers = [replace(lw, **{n: quantize(getattr(lw, n), fmt) for n in LINEAR_WEIGHTS}) for lw in weights.layers]
-    return ModelWeights(weights.config, weights.tok_embeddings, layers, weights.norm,
-                        quantize(weights.output, fmt))
+    return pack_weights(ModelWeights(weights.config, weights.tok_embeddings, layers, weights.norm,
+                                     quantize(weights.output, fmt)))
 
 
 def dequantize_weights(weights: ModelWeights) -> ModelWeights:

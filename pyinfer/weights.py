@@ -121,4 +121,5 @@ def random_weights(config: ModelConfig, seed: int = 0, max_bytes: int | None = N
     # Embedding rows of norm ~1 keep the tied head's logits O(1): sampling stays varied, not stuck.
     emb = normal((config.vocab_size, config.dim), config.dim)
     output = emb if config.tied_embeddings else normal((config.vocab_size, config.dim), config.dim)
-    return ModelWeights(config, emb, layers, norm_weight(), output)
+    from .arena import pack_weights      # arena imports this module
+    return pack_weights(ModelWeights(config, emb, layers, norm_weight(), output))

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from ..config import ModelConfig
+from ..arena import pack_weights
 from ..weights import LayerWeights, ModelWeights, layer_shapes
 
 LAYER_FIELDS = ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3")
@@ -55,7 +56,7 @@ def assemble(config: ModelConfig, tensors: dict[str, np.ndarray], source: str = 
               for i in range(config.n_layers)]
     emb = get("tok_embeddings")
     output = emb if config.tied_embeddings else get("output")
-    return ModelWeights(config, emb, layers, get("norm"), output)
+    return pack_weights(ModelWeights(config, emb, layers, get("norm"), output))
 
 
 def config_from_header(path: str | os.PathLike, **fields) -> ModelConfig:
