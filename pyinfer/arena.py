@@ -8,7 +8,8 @@ allocations), the step reads one ascending stream: measured on this CPU, 1 threa
 the caches flushed before each step, 1.03-1.2x faster decode in int8 and int4 (benchmarks/cpu_e2e.py).
 
 pack_weights is applied where weights are made (random_weights, the checkpoint loaders,
-quantize_weights); the packed arrays are views, so a model's arrays keep the buffer alive.
+quantize_weights); the packed arrays are views, so a model's arrays keep the buffer alive. Packing
+copies: while it runs, the model is in memory twice.
 """
 from __future__ import annotations
 
