@@ -77,8 +77,8 @@ INLINE void chunk_rows(int64_t *off, int64_t c0, int64_t hi, const int64_t *tabl
 
 /* acc[t * KCH + j] (16 lanes) = lane-wise products q_t * k_j summed over the hd16 columns, for NH query
  * heads t (rows of q, stride hd) and the KCH keys at kbase + off[j]. Register-blocked: JB keys at a
- * time, NH x JB accumulators (16, or 24 for NH = 3), so each q vector is loaded once per JB keys and
- * each K vector once per NH heads (one load per FMA or less: the FMAs, not the loads, set the pace). */
+ * time, NH x JB accumulators (16 for NH = 1, 2, 4, 8; up to 28 otherwise), so each q vector is
+ * loaded once per JB keys and each K vector once per NH heads (one load per FMA or fewer). */
 #define QK_JB(NH) ((NH) >= 8 ? 2 : (NH) >= 4 ? 4 : (NH) >= 2 ? 8 : 16)
 INLINE void qk_tile(v16f *acc, const float *q, const float *kbase, const int64_t *off, int64_t hd16, const int NH,
                     const int64_t *pf) {
@@ -173,8 +173,8 @@ INLINE void qk_heads(v16f *s, v16f *acc, const float *q, const float *kbase, con
 
 /* o[t] = o[t] * corr[t] + sum_j p[t][j] v_j for NH heads t; o: (NH, hd) rows of stride hd, p: (NH, KCH),
  * V rows at vbase + off[j]. Register-blocked: DB vectors of columns at a time, NH x DB accumulators
- * (<= 24), so each V vector is loaded once for the NH heads and each p[t][j] broadcast once per DB
- * vectors; the rest of hd one vector at a time. */
+ * (16 for NH = 2, 4, 8; up to 28 otherwise), so each V vector is loaded once for the NH heads and
+ * each p[t][j] broadcast once per DB vectors; the rest of hd one vector at a time. */
 #define PV_DB(NH) ((NH) >= 8 ? 2 : (NH) >= 4 ? 4 : 8)
 INLINE void pv_tile(float *o, const float *p, const float *corr, const float *vbase, const int64_t *off, int64_t hd,
                     const int NH, const int64_t *pf) {
