@@ -1,12 +1,15 @@
 """CPU kernel benchmark, in one process: first the ceilings (STREAM-style read and triad bandwidth in
 C, numpy's float32 matmul GFLOP/s), then every kernel case (numpy reference vs c vs numba when it
 loads, torch's SDPA for attention) at the issue's sizes with the napkin math (ms, GB/s, GFLOP/s, % of
-ceiling), on 1 thread and on 2 threads (2-thread figures beside ceilings measured right before and
-after), then end-to-end decode/prefill tokens/s of stories110M (random weights) in float32 and
-quantized, and stories260K's per-token time split into kernels and the rest. Medians of repeats.
+ceiling), on 1 thread and on 2 threads, the implementations of a case interleaved over rounds, each
+round between two triad measurements (run_cases); then end-to-end decode/prefill tokens/s of
+stories110M (random weights) in float32 and quantized, with whatever the caches hold and with the
+caches flushed before every decode step, and stories260K's per-token time split into kernels and the
+rest. Medians throughout.
 
-    python benchmarks/bench_cpu.py [--quick] [--threads 1,2]
+    python benchmarks/bench_cpu.py [--quick] [--threads 1,2] [--only REGEX]
         -> benchmarks/results/cpu-<machine>.json and benchmarks/results/cpu.md
+           (--quick / --only: cpu-*-quick / cpu-*-partial, which git ignores)
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow numpy here: when set, the script re-runs itself without
 them (recorded in the JSON). numpy's BLAS threads are set with threadpoolctl when installed, else
