@@ -6,17 +6,20 @@ import pytest
 
 from pyinfer.arena import ALIGN, HUGE_PAGE, pack_weights, step_arrays
 from pyinfer.config import ModelConfig, get_preset
-from pyinfer.quant import quantize_weights
-from pyinfer.weights import ModelWeights, random_weights
+from pyinfer.quant import quantize, quantize_weights
+from pyinfer.weights import LayerWeights, ModelWeights, layer_shapes, random_weights
 
 
-def _copy(w: ModelWeights) -> ModelWeights:
-    """The same weights as separate arrays (what a loader hands over before packing)."""
-    from dataclasses import fields, replace
-    layers = [replace(lw, **{f.name: np.array(getattr(lw, f.name)) for f in fields(lw)}) for lw in w.layers]
-    emb = np.array(w.tok_embeddings)
-    out = emb if w.output is w.tok_embeddings else np.array(w.output)
-    return ModelWeights(w.config, emb, layers, np.array(w.norm), out)
+def _loose(cfg: ModelConfig, fmt, rng) -> ModelWeights:
+    """Weights as separate arrays, made without pack_weights (random_weights and quantize_weights pack):
+    what a loader holds before packing."""
+    def linear(shape):
+        w = rng.standard_normal(shape, dtype=np.float32)
+        return quantize(w, fmt) if fmt and len(shape) == 2 else w
+    layers = [LayerWeights(**{n: linear(s) for n, s in layer_shapes(cfg).items()}) for _ in range(cfg.n_layers)]
+    emb = rng.standard_normal((cfg.vocab_size, cfg.dim), dtype=np.float32)
+    out = emb if cfg.tied_embeddings and not fmt else linear((cfg.vocab_size, cfg.dim))
+    return ModelWeights(cfg, emb, layers, rng.standard_normal(cfg.dim, dtype=np.float32), out)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -24,9 +27,7 @@ def _copy(w: ModelWeights) -> ModelWeights:
 def test_pack_keeps_values_and_lays_arrays_out_in_step_order(tied, fmt):
     cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, vocab_size=67, max_seq_len=32,
                       tied_embeddings=tied, name="arena-test")
-    loose = _copy(random_weights(cfg, seed=int(np.random.default_rng().integers(1 << 30))))
-    if fmt:
-        loose = quantize_weights(loose, fmt)
+    loose = _loose(cfg, fmt, np.random.default_rng())
     packed = pack_weights(loose)
     before, after = step_arrays(loose), step_arrays(packed)
     assert len(before) == len(after)
