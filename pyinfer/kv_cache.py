@@ -146,6 +146,16 @@ class BatchMetadata:
         return np.diff(self.cu_seqlens_q)
 
 
+def padded_tables(rows: list[list[int]]) -> np.ndarray:
+    """(B, max_blocks) int32 block tables, each row padded with 0 past its sequence's blocks."""
+    if len(rows) == 1:
+        return np.array(rows, dtype=np.int32)                                     # (1, blocks)
+    tables = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int32)    # (B, max_blocks)
+    for i, r in enumerate(rows):
+        tables[i, :len(r)] = r
+    return tables
+
+
 class PagedKVCache:
     """The block pool for every layer plus each sequence's block table and length."""
 
@@ -266,11 +276,6 @@ class PagedKVCache:
             if self.enable_prefix_caching:
                 self._register_full_blocks(sid, toks)
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
-        rows = [self.block_tables[s] for s in seq_ids]
-        max_blocks = max(len(r) for r in rows)
-        tables = np.zeros((len(seq_ids), max_blocks), dtype=np.int32)                 # (B, max_blocks)
-        for i, r in enumerate(rows):
-            tables[i, :len(r)] = r
         lens = [len(t) for t in new_tokens]
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
@@ -278,7 +283,7 @@ class PagedKVCache:
             positions=np.array(positions, dtype=np.int64),
             cu_seqlens_q=np.array([0, *itertools.accumulate(lens)], dtype=np.int64),
             context_lens=np.array([self.seq_lens[s] for s in seq_ids], dtype=np.int32),
-            block_tables=tables,
+            block_tables=padded_tables([self.block_tables[s] for s in seq_ids]),
             slot_mapping=np.array(slots, dtype=np.int64),
         )
 
@@ -311,12 +316,6 @@ class PagedKVCache:
             lens[sid] = start + 1
             rows.append(table)
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
-        if len(rows) == 1:
-            block_tables = np.array(rows, dtype=np.int32)                              # (1, blocks)
-        else:
-            block_tables = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int32)   # (B, max_blocks)
-            for i, r in enumerate(rows):
-                block_tables[i, :len(r)] = r
         B = len(seq_ids)
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
@@ -324,7 +323,7 @@ class PagedKVCache:
             positions=np.array(starts, dtype=np.int64),
             cu_seqlens_q=np.arange(B + 1, dtype=np.int64),
             context_lens=np.array([s + 1 for s in starts], dtype=np.int32),
-            block_tables=block_tables,
+            block_tables=padded_tables(rows),
             slot_mapping=np.array(slots, dtype=np.int64),
         )
 
