@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pyinfer.arena import step_arrays
 from pyinfer.config import get_preset
 from pyinfer.model import Model
 from pyinfer.ops import Ops
@@ -33,10 +34,7 @@ def c_ops(fused: bool) -> Ops:
 def weight_bytes_per_token(weights) -> int:
     """Bytes every decode step reads from the weights: all linear weights, the output head and the
     norms (the embedding contributes one row; a tied head is read whole as the output matmul)."""
-    total = weights.norm.nbytes + weights.output.nbytes
-    for lw in weights.layers:
-        total += sum(getattr(lw, n).nbytes for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "w1", "w2", "w3"))
-    return total
+    return sum(a.nbytes for a in step_arrays(weights))
 
 
 def weights_read_gbs(weights, flush, repeats: int = 5) -> float:
@@ -44,7 +42,6 @@ def weights_read_gbs(weights, flush, repeats: int = 5) -> float:
     order (C stream read, caches flushed first): the ceiling of a decode step that must stream them,
     with the per-array start-up that small matrices pay, which a 768 MB triad does not."""
     from pyinfer import _C
-    from pyinfer.arena import step_arrays
     arrays = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in step_arrays(weights)]
     ptrs = [(_C.ffi.cast("float *", _C.ffi.from_buffer(a)), a.nbytes // 4) for a in arrays]
     times = []
