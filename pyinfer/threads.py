@@ -185,8 +185,10 @@ def resolve(requested: str | int = "auto", sample_s: float = 0.1) -> ThreadSetti
     free = cores - use.others_busy_cores - use.steal_fraction * cores
     count = max(1, min(cores, int(free + 0.5)))
     why = f"auto: {cores} usable cores"
-    if count < cores:
+    if count < cores and use.others_busy_cores > 0:
         why += f", {use.others_busy_cores:.1f} kept busy by other processes"
+    if count < cores and use.steal_fraction > 0:
+        why += f", {100 * use.steal_fraction:.0f}% of their time stolen by the hypervisor"
     return ThreadSetting(count, "auto", why)
 
 

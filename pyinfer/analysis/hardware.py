@@ -239,7 +239,7 @@ def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, 
              threads: int | None = None) -> Device:
     """This machine's CPU, measured by microbenchmarks on first use (~20 s, announced on stderr) with
     ``threads`` threads in every pool (default: the count in force, pyinfer.threads), and cached in
-    <cache>/hardware/this-cpu-<threads>t-<key>.json. The key is what decides the figures: the CPU model,
+    <cache>/hardware/this-cpu-<key>-<threads>t.json. The key is what decides the figures: the CPU model,
     its feature flags, its cache sizes, the cores this process may use and the thread count (machines
     that share a model name can differ in L3 size)."""
     import hashlib
@@ -253,7 +253,7 @@ def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, 
            "usable_cores": usable_cores(), "threads": threads, "version": CACHE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "hardware" / \
-        f"this-cpu-{threads}t-{digest}.json"
+        f"this-cpu-{digest}-{threads}t.json"
     m = None
     if path.exists() and not refresh:
         try:
@@ -299,8 +299,6 @@ def consistency_problems(d: Device, cpu_flags: Iterable[str] | None = None) -> l
     cache_bw = d.extra.get("cache_read_bw")
     if cache_bw is not None and cache_bw < d.memory_bw * 0.999:
         out.append(f"cache read bandwidth {cache_bw:.3g} below memory bandwidth {d.memory_bw:.3g}")
-    if d.sram_bytes is not None and d.sram_bytes >= d.memory_bytes:
-        out.append("on-chip SRAM not smaller than memory")
     return out
 
 
