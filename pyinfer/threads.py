@@ -5,7 +5,10 @@
 takes away the cores other processes are using right now (sampled from /proc/stat over ~0.1 s, steal
 time included): on a 2-core machine with one busy process beside us, auto is 1 thread, because two
 threads synchronising at every parallel region behind a busy core run slower than one (measured in
-benchmarks/bench_contention.py). OpenMP's idle threads wait passively (``OMP_WAIT_POLICY=PASSIVE``,
+benchmarks/bench_contention.py). When the machine is oversubscribed (at least 2 other runnable tasks
+per core, from /proc/stat's procs_running) auto takes every core again: each runnable thread gets a
+time slice, so more threads get a larger share (stories110M decode, 2 vCPUs at load ~8: 2 threads
+25.7 tok/s, 1 thread 11.4). OpenMP's idle threads wait passively (``OMP_WAIT_POLICY=PASSIVE``,
 set at ``import pyinfer`` unless the user set it) so a pool never spins against other work either.
 
     from pyinfer.threads import set_threads
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 ENV = "PYINFER_NUM_THREADS"
 MAX_PER_CORE = 4                     # more threads than this per usable core is refused, not run
+OVERSUBSCRIBED = 2                   # other runnable tasks per core from which auto takes every core
 
 
 def init_env() -> None:
@@ -75,16 +79,20 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
 
 # ---- what the cores are doing ------------------------------------------------------------------
 
-def _cpu_times(cpus: set[int]) -> tuple[float, float, float] | None:
-    """(busy, steal, total) jiffies summed over ``cpus`` from /proc/stat; None where unreadable."""
+def _cpu_times(cpus: set[int]) -> tuple[float, float, float, int] | None:
+    """(busy, steal, total) jiffies summed over ``cpus`` from /proc/stat, and its procs_running (tasks
+    runnable right now, machine-wide, this reader included); None where unreadable."""
     try:
         with open("/proc/stat") as f:
             lines = f.readlines()
     except OSError:
         return None
     busy = steal = total = 0.0
+    running = 0
     for line in lines:
         name = line.split(maxsplit=1)[0]
+        if name == "procs_running":
+            running = int(line.split()[1])
         if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
             continue
         v = [float(x) for x in line.split()[1:]]
@@ -94,7 +102,7 @@ def _cpu_times(cpus: set[int]) -> tuple[float, float, float] | None:
         total += sum(v[:8])
         busy += sum(v[:8]) - idle - st
         steal += st
-    return busy, steal, total
+    return busy, steal, total, running
 
 
 def _own_cpu_s() -> float:
@@ -109,6 +117,7 @@ class CoreUse:
     steal_fraction: float
     interval_s: float
     cores: int
+    runnable_others: float | None = None     # other tasks runnable at once, machine-wide (mean of samples)
 
     def busy_warning(self) -> str | None:
         """One line when others used the cores enough to move the figures, else None."""
@@ -154,11 +163,21 @@ def _affinity() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def core_use(interval_s: float = 0.1) -> CoreUse | None:
-    """Other processes' use of our cores over the next ``interval_s`` seconds (we sleep meanwhile)."""
+def core_use(interval_s: float = 0.1, samples: int = 5) -> CoreUse | None:
+    """Other processes' use of our cores over the next ``interval_s`` seconds (we sleep meanwhile),
+    with the number of other runnable tasks sampled ``samples`` times."""
     m = CoreMonitor()
-    time.sleep(interval_s)
-    return m.stop()
+    running = []
+    for _ in range(samples):
+        time.sleep(interval_s / samples)
+        now = _cpu_times(m.cpus)
+        if now is not None:
+            running.append(max(0, now[3] - 1))          # minus this reader
+    use = m.stop()
+    if use is None or not running:
+        return use
+    return CoreUse(use.others_busy_cores, use.steal_fraction, use.interval_s, use.cores,
+                   sum(running) / len(running))
 
 
 # ---- choosing and applying -----------------------------------------------------------------------
@@ -182,6 +201,11 @@ def resolve(requested: str | int = "auto", sample_s: float = 0.1) -> ThreadSetti
     use = core_use(sample_s) if cores > 1 else None
     if use is None:
         return ThreadSetting(cores, "auto", f"auto: {cores} usable core{'s' * (cores > 1)}")
+    if use.runnable_others is not None and use.runnable_others >= OVERSUBSCRIBED * cores:
+        # Every core is shared several ways: the scheduler gives each runnable thread a slice, so more
+        # threads get more of the machine and the barrier waits cost less than they win.
+        return ThreadSetting(cores, "auto", f"auto: {cores} usable cores, oversubscribed "
+                                            f"({use.runnable_others:.0f} other runnable tasks)")
     free = cores - use.others_busy_cores - use.steal_fraction * cores
     count = max(1, min(cores, int(free + 0.5)))
     why = f"auto: {cores} usable cores"

@@ -52,6 +52,22 @@ def test_auto_gives_up_the_cores_others_keep_busy(monkeypatch, others, steal, co
     assert ("kept busy" in got.reason) == (want < cores and others > 0)
 
 
+@pytest.mark.parametrize("runnable,want", [(0.0, 2), (1.0, 1), (3.0, 1), (4.0, 2), (9.0, 2)])
+def test_auto_takes_every_core_when_oversubscribed(monkeypatch, runnable, want):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    busy = min(runnable, 2.0)
+    monkeypatch.setattr(threads, "core_use", lambda s: threads.CoreUse(busy, 0.0, s, 2, runnable))
+    got = threads.resolve("auto")
+    assert got.count == want and (("oversubscribed" in got.reason) == (runnable >= 4))
+
+
+def test_core_use_samples_runnable_tasks():
+    use = threads.core_use(0.05)
+    if use is None:
+        pytest.skip("/proc/stat is not readable here")
+    assert use.runnable_others is not None and use.runnable_others >= 0
+
+
 def test_auto_never_exceeds_the_usable_cores():
     assert 1 <= threads.resolve("auto").count <= threads.usable_cores()
 
