@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import time
@@ -296,8 +297,10 @@ def _set_blas_threads(n: int) -> None:
         getattr(lib, f"{prefix}set_num_threads{suffix}")(n)
 
 
+@functools.lru_cache(maxsize=1)
 def openblas():
-    """(ctypes handle, symbol prefix, suffix) of the OpenBLAS numpy loaded, or None."""
+    """(ctypes handle, symbol prefix, suffix) of the OpenBLAS numpy loaded, or None (looked up once:
+    numpy loads its BLAS at import, before any of this runs)."""
     try:
         with open("/proc/self/maps") as f:
             paths = {line.split()[-1] for line in f if "openblas" in line.lower() and line.strip().endswith(".so")}
