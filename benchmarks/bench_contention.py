@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     checks = _checks(rows)
     print()
     print(markdown(rows, checks))
-    write_dated("contention", {"isa": c_cpu.isa(), "omp_wait_policy": _env("OMP_WAIT_POLICY"),
+    from pyinfer.engine.machine import machine_info
+    write_dated("contention", {"machine": machine_info(), "load_average_at_end": os.getloadavg(), "isa": c_cpu.isa(), "omp_wait_policy": _env("OMP_WAIT_POLICY"),
                                "repeats": repeats, "decode_tokens": n_decode, "seconds": time.perf_counter() - t_start,
                                "rows": rows, "checks": checks}, args.out)
     return 0
