@@ -88,7 +88,8 @@ def run_summary(gen, m: RunMeasurement, params: SamplingParams, block_size: int 
         "top_p": params.top_p, "top_k": params.top_k, "repeat": len(m.results),
         "prompt_tokens": n_prompt, "generated_tokens": r0.n_generated, "stop_reason": r0.stop_reason,
         **_spread([r.ttft_s for r in m.results], "ttft_s"),
-        **_spread([n_prompt / r.ttft_s if r.ttft_s > 0 else None for r in m.results], "prefill_tokens_per_s"),
+        "prefill_tokens": r0.step_q_lens[0],        # fewer than prompt_tokens when --steps ends inside the prompt
+        **_spread([r.step_q_lens[0] / r.ttft_s if r.ttft_s > 0 else None for r in m.results], "prefill_tokens_per_s"),
         **_spread([(k / r.decode_time_s) if k > 0 and r.decode_time_s > 0 else None
                    for k, r in zip(timed_decode, m.results)], "decode_tokens_per_s"),
         "decode_steps": max(0, r0.n_generated - 1),
@@ -171,7 +172,7 @@ def format_report(gen, d: dict) -> str:
         f"one-time    warm-up pass {d['warmup_s']:.3f} s, of which compile and first touch ~{d['compile_s']:.3f} s "
         f"(kept out of the figures below)" if d["warmup_s"] is not None else "one-time    no warm-up: figures include compile",
         f"latency     time to first token {1e3 * d['ttft_s']:.2f} ms",
-        f"prefill     {d['prompt_tokens']} tokens: {_rate(d, 'prefill_tokens_per_s')}; {_si(d['prefill_flops'], 'FLOP')}, "
+        f"prefill     {d['prefill_tokens']} tokens: {_rate(d, 'prefill_tokens_per_s')}; {_si(d['prefill_flops'], 'FLOP')}, "
         f"{_si(d['prefill_bytes'], 'B')} moved",
     ]
     if d["decode_tokens_per_s"] is not None:

@@ -115,3 +115,11 @@ def test_this_cpu_ceilings_are_measured_with_our_kernels_and_consistent(tmp_path
     cached = json.loads(next((tmp_path / "hardware").glob("this-cpu-*-1t.json")).read_text())
     assert cached["cpu_flags"] == microbench.cpu_flags() and cached["cache_sizes"] == microbench.cache_sizes()
     assert set(cached["peak_contenders"]) == {"fp32", "int8"}
+
+
+def test_steps_ending_inside_the_prompt_count_only_the_positions_run(gen):
+    params = SamplingParams(temperature=0.0, seed=1)
+    _, m = measure_run(gen, "a longer prompt", 3, params)
+    d = run_summary(gen, m, params, ceilings=False)
+    assert d["prefill_tokens"] == 3 < d["prompt_tokens"] and d["generated_tokens"] == 0
+    assert d["prefill_tokens_per_s"] == pytest.approx(3 / d["ttft_s"])
