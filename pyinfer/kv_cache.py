@@ -59,6 +59,36 @@ class BlockManager:
         self.block_of: dict[int, int] = {}                          # hash -> block
         self.num_allocated = 0      # fresh blocks handed out, ever
         self.num_evicted = 0        # cached blocks whose prefix was forgotten to make room
+        self._in_txn = False        # inside begin() .. commit()/rollback()
+        self._saved = None          # the state at begin(), copied at the first change after it
+
+    # ---- transactions: an engine step's changes are undone when the step raises ------------------
+
+    def begin(self) -> None:
+        """Start a transaction. The state is copied lazily, at the first change (most decode steps
+        change nothing here), so an unchanged step costs nothing."""
+        self._in_txn, self._saved = True, None
+
+    def commit(self) -> None:
+        self._in_txn, self._saved = False, None
+
+    def rollback(self) -> None:
+        """Back to the state at begin(), except that a block whose prefix entry was dropped since
+        (evicted or written in place) stays dropped: its K/V may have been overwritten."""
+        saved, self._in_txn, self._saved = self._saved, False, None
+        if saved is None:
+            return
+        now = self.hash_of
+        (self.free_ids, self.cached_free, self.ref_counts, self.hash_of, self.block_of,
+         self.num_allocated, self.num_evicted) = saved
+        for b, entry in list(self.hash_of.items()):
+            if now.get(b) != entry:
+                self.unregister(b)
+
+    def _save(self) -> None:
+        if self._in_txn and self._saved is None:
+            self._saved = (deque(self.free_ids), OrderedDict(self.cached_free), self.ref_counts.copy(),
+                           dict(self.hash_of), dict(self.block_of), self.num_allocated, self.num_evicted)
 
     @property
     def num_free(self) -> int:
@@ -74,6 +104,7 @@ class BlockManager:
             raise KVCacheFullError(
                 f"KV cache out of blocks: need {n} more, {self.num_free} of {self.num_blocks} free "
                 f"(block_size {self.block_size}); give the cache more blocks or run fewer/shorter sequences")
+        self._save()
         ids = []
         for _ in range(n):
             if self.free_ids:
@@ -89,6 +120,7 @@ class BlockManager:
 
     def share(self, block_id: int) -> None:
         """One more owner for a block: an allocated one, or a cached free one brought back."""
+        self._save()
         if self.ref_counts[block_id] < 1:
             if block_id not in self.cached_free:
                 raise ValueError(f"block {block_id} is not allocated")
@@ -97,6 +129,7 @@ class BlockManager:
 
     def release(self, block_ids: list[int]) -> None:
         """Drop one reference from each block; blocks nobody owns become free (cached if hashed)."""
+        self._save()
         for b in block_ids:
             if self.ref_counts[b] < 1:
                 raise ValueError(f"block {b} released more often than allocated")
@@ -110,12 +143,16 @@ class BlockManager:
     def register(self, block_id: int, h: int, parent: int, tokens: tuple[int, ...]) -> None:
         """Name a full block by its prefix hash; the first block registered under a hash keeps it."""
         if h not in self.block_of and block_id not in self.hash_of:
+            self._save()
             self.block_of[h] = block_id
             self.hash_of[block_id] = (h, parent, tokens)
 
     def unregister(self, block_id: int) -> None:
         """Forget a block's prefix (it is being overwritten or evicted)."""
-        entry = self.hash_of.pop(block_id, None)
+        if block_id not in self.hash_of:
+            return
+        self._save()
+        entry = self.hash_of.pop(block_id)
         if entry is not None:
             del self.block_of[entry[0]]
             if self.ref_counts[block_id] == 0 and block_id in self.cached_free:
@@ -144,6 +181,16 @@ class BatchMetadata:
     @property
     def q_lens(self) -> np.ndarray:
         return np.diff(self.cu_seqlens_q)
+
+
+def _token_array(new_tokens) -> np.ndarray:
+    """The step's tokens concatenated (T,) int64; ValueError for float, bool or nested token ids
+    (a float id would be truncated silently by a cast)."""
+    arrays = [np.asarray(t) for t in new_tokens]
+    for a in arrays:
+        if a.ndim != 1 or (a.dtype.kind not in "iu" and a.size):
+            raise ValueError(f"token ids must be 1-D integer arrays, got shape {a.shape} dtype {a.dtype}")
+    return np.concatenate(arrays).astype(np.int64, copy=False) if arrays else np.zeros(0, np.int64)
 
 
 def padded_tables(rows: list[list[int]]) -> np.ndarray:
@@ -177,6 +224,7 @@ class PagedKVCache:
         self.seq_tokens: dict[int, list[int]] = {}      # token ids in the cache (prefix caching only)
         self.seq_hashes: dict[int, list[int]] = {}      # chained hash of each full block (prefix caching only)
         self.peak_blocks_in_use = 0
+        self._saved = None                              # begin()'s copy of the tables
 
     @property
     def num_blocks(self) -> int:
@@ -236,13 +284,16 @@ class PagedKVCache:
             self.seq_hashes[seq_id] = hashes
         return n
 
-    def prepare(self, seq_ids: list[int], new_tokens: list[np.ndarray]) -> BatchMetadata:
+    def prepare(self, seq_ids: list[int], new_tokens: list[np.ndarray], register: bool = True) -> BatchMetadata:
         """Reserve slots for each sequence's new tokens and build the step's metadata.
 
-        All-or-nothing: if the pool cannot hold every sequence's new tokens, KVCacheFullError is
-        raised before any block changes hands."""
+        All-or-nothing: if the pool cannot hold every sequence's new tokens (KVCacheFullError) or an
+        argument is wrong (ValueError), nothing changes. With prefix caching, the new full blocks are
+        registered here unless ``register=False``: then the caller registers them with
+        ``register_full_blocks`` once the forward pass has written their K/V (the engine does)."""
+        tokens = _token_array(new_tokens)                                            # (T,) int64
         if not self.enable_prefix_caching and len(seq_ids) == len(new_tokens):
-            batch = self._prepare_decode(seq_ids, new_tokens)
+            batch = self._prepare_decode(seq_ids, new_tokens, tokens)
             if batch is not None:
                 return batch
         if len(seq_ids) != len(new_tokens) or len(set(seq_ids)) != len(seq_ids):
@@ -274,12 +325,14 @@ class PagedKVCache:
                 slots.extend((np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist())
             self.seq_lens[sid] = start + len(toks)
             if self.enable_prefix_caching:
-                self._register_full_blocks(sid, toks)
+                self.seq_tokens.setdefault(sid, []).extend(int(t) for t in toks)
+                if register:
+                    self._register_full_blocks(sid)
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
         lens = [len(t) for t in new_tokens]
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
-            tokens=np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in new_tokens]),
+            tokens=tokens,
             positions=np.array(positions, dtype=np.int64),
             cu_seqlens_q=np.array([0, *itertools.accumulate(lens)], dtype=np.int64),
             context_lens=np.array([self.seq_lens[s] for s in seq_ids], dtype=np.int32),
@@ -287,7 +340,8 @@ class PagedKVCache:
             slot_mapping=np.array(slots, dtype=np.int64),
         )
 
-    def _prepare_decode(self, seq_ids: list[int], new_tokens: list[np.ndarray]) -> BatchMetadata | None:
+    def _prepare_decode(self, seq_ids: list[int], new_tokens: list[np.ndarray],
+                        tokens: np.ndarray) -> BatchMetadata | None:
         """prepare() for the common decode step, one new token per distinct sequence, no prefix caching and
         no write into a shared block: the same metadata with a fraction of the general path's Python (at
         stories260K's 60 us a token, prepare() was a fifth of it). None, before anything changes, when
@@ -319,7 +373,7 @@ class PagedKVCache:
         B = len(seq_ids)
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
-            tokens=np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in new_tokens]),
+            tokens=tokens,
             positions=np.array(starts, dtype=np.int64),
             cu_seqlens_q=np.arange(B + 1, dtype=np.int64),
             context_lens=np.array([s + 1 for s in starts], dtype=np.int32),
@@ -342,9 +396,15 @@ class PagedKVCache:
         else:
             self.manager.unregister(old)
 
-    def _register_full_blocks(self, sid: int, toks: np.ndarray) -> None:
-        tokens = self.seq_tokens.setdefault(sid, [])
-        tokens.extend(int(t) for t in toks)
+    def register_full_blocks(self, seq_ids) -> None:
+        """Name the full blocks of these sequences in the prefix cache (after their K/V is written)."""
+        if self.enable_prefix_caching:
+            for sid in seq_ids:
+                if sid in self.seq_tokens:
+                    self._register_full_blocks(sid)
+
+    def _register_full_blocks(self, sid: int) -> None:
+        tokens = self.seq_tokens[sid]
         hashes, table, bs = self.seq_hashes.setdefault(sid, []), self.block_tables[sid], self.block_size
         for j in range(len(hashes), len(tokens) // bs):
             parent = hashes[-1] if hashes else _ROOT_HASH
@@ -382,6 +442,34 @@ class PagedKVCache:
         if seq_id in self.seq_tokens:
             del self.seq_tokens[seq_id][length:]
             del self.seq_hashes[seq_id][length // self.block_size:]
+
+    # ---- transactions ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Remember the tables (the pool's bookkeeping is remembered lazily by the manager); K/V
+        written after this goes only to slots past each sequence's length or to fresh blocks, so
+        rollback() needs no copy of the pool itself."""
+        self._saved = ({s: list(t) for s, t in self.block_tables.items()}, dict(self.seq_lens),
+                       {s: (t, len(t)) for s, t in self.seq_tokens.items()},
+                       {s: (h, len(h)) for s, h in self.seq_hashes.items()}, self.peak_blocks_in_use)
+        self.manager.begin()
+
+    def commit(self) -> None:
+        self._saved = None
+        self.manager.commit()
+
+    def rollback(self) -> None:
+        """Every table, length and block count as at begin()."""
+        saved, self._saved = self._saved, None
+        self.manager.rollback()
+        if saved is None:
+            return
+        self.block_tables, self.seq_lens, tokens, hashes, self.peak_blocks_in_use = saved
+        for saved_lists in (tokens, hashes):
+            for lst, n in saved_lists.values():
+                del lst[n:]                              # the lists only grow within a step
+        self.seq_tokens = {s: lst for s, (lst, _) in tokens.items()}
+        self.seq_hashes = {s: lst for s, (lst, _) in hashes.items()}
 
     def free(self, seq_id: int) -> None:
         """Return a finished (or preempted) sequence's blocks to the pool. The last blocks are

@@ -25,6 +25,7 @@ import numpy as np
 from ..config import SamplingParams
 from ..kv_cache import PagedKVCache
 from ..model import Model
+from ..sampling import is_greedy
 from ..weights import ModelWeights
 from .model_runner import batch_invariant_model, make_cache
 from .probs import sample_from, sampling_probs
@@ -181,7 +182,7 @@ class SpeculativeDecoder:
             for s, k_i, end in zip(active, ks, meta.cu_seqlens_q[1:]):
                 p = np.stack([sampling_probs(r, s.params, self.target.ops) for r in rows[end - k_i - 1:end]])
                 q = np.stack(s.q) if k_i else np.zeros((0, p.shape[1]))
-                m, nxt = verify_draft(s.draft_tokens, q, p, s.rng, s.params.temperature == 0.0)
+                m, nxt = verify_draft(s.draft_tokens, q, p, s.rng, is_greedy(s.params.temperature))
                 stats.rounds += 1
                 stats.evaluated += min(m + 1, k_i)
                 stats.accepted += m
