@@ -55,8 +55,11 @@ def matmul(out, x, w):
 
 
 def silu_mul(out, gate, up):
-    """out, gate, up: (T, H) float32. SwiGLU's middle: silu(gate) * up."""
-    np.multiply(gate, np.float32(1.0) / (np.float32(1.0) + np.exp(-gate)), out=out)
+    """out, gate, up: (T, H) float32. SwiGLU's middle: silu(gate) * up, silu(-inf) = 0 (its limit;
+    gate * sigmoid(gate) would give -inf * 0 = NaN there)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        silu = gate * (np.float32(1.0) / (np.float32(1.0) + np.exp(-gate)))
+    np.copyto(out, np.where(gate == -np.inf, np.float32(0.0), silu))
     np.multiply(out, up, out=out)
     return out
 
