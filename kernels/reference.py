@@ -3,6 +3,13 @@
 Destination-passing like every backend: ``op(out, *inputs, ...)`` writes ``out``
 and returns it. Float32 throughout, in the order llama2.c's run.c computes, so the
 reference reproduces run.c's greedy text; fast kernels are compared against these.
+
+It validates like the C wrappers: an index outside its range (a token, a slot, a block id, a
+context or query length) is a ValueError naming it, never a wrapped or truncated read.
+
+The NaN rule, for every backend (docs/numerics.md): NaN in any input of an op gives NaN in every
+output it reaches, exactly where these functions give NaN; infinities follow IEEE arithmetic as
+computed here (-inf is a valid mask: exp(-inf) = 0), except that silu(-inf) = 0, its limit.
 """
 from __future__ import annotations
 
