@@ -14,10 +14,11 @@ VINLINE v16f v16f_splat(float a) { return (v16f){a, a, a, a, a, a, a, a, a, a, a
 VINLINE v16f v16f_load(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
 VINLINE void v16f_store(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 VINLINE v16f v16f_select(v16i mask, v16f a, v16f b) { return (v16f)((mask & (v16i)a) | (~mask & (v16i)b)); }
-/* max and min propagate NaN from either operand, as numpy's maximum/minimum (docs/numerics.md): a
- * plain a > b ? a : b (or _mm512_max_ps) drops a NaN in one of its operands */
-VINLINE v16f v16f_max(v16f a, v16f b) { return v16f_select((a > b) | (a != a), a, b); }
-VINLINE v16f v16f_min(v16f a, v16f b) { return v16f_select((a < b) | (a != a), a, b); }
+/* max and min return b when either operand is NaN (as x86 maxps). A running maximum may thus skip
+ * a NaN score; the NaN still reaches the output through exp(s - m), which keeps NaN (v16f_exp), so
+ * the row's weights and sum are NaN (docs/numerics.md). maxnanf: NaN from either operand. */
+VINLINE v16f v16f_max(v16f a, v16f b) { return v16f_select(a > b, a, b); }
+VINLINE v16f v16f_min(v16f a, v16f b) { return v16f_select(a < b, a, b); }
 VINLINE float maxnanf(float a, float b) { return (a > b || a != a) ? a : b; }
 VINLINE float v16f_hsum(v16f v) {        /* a shuffle tree: 4 shuffles and adds */
     v += __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
@@ -28,15 +29,17 @@ VINLINE float v16f_hsum(v16f v) {        /* a shuffle tree: 4 shuffles and adds 
 }
 VINLINE float v16f_hmax(v16f v) {
     float m = v[0];
-    for (int i = 1; i < 16; i++) m = maxnanf(v[i], m);
+    for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
     return m;
 }
 
-/* exp(x) for float32, relative error ~2 ulp on [-87, 88]; below -87 gives ~0, above 88 is clamped;
- * NaN gives NaN (the clamps propagate it) and -inf exactly 0 (a masked score has no weight).
+/* exp(x) for float32, relative error ~2 ulp on [-87, 88]; below -87.3 gives ~0 and from -88 on (so
+ * -inf: a masked score has no weight) exactly 0 (2^n underflows to 0 at n = -127); above 88 is
+ * clamped; NaN gives NaN (each clamp keeps x when a comparison with it is false).
  * Cody-Waite range reduction x = n ln2 + r, degree-6 polynomial, scale by 2^n through the exponent. */
-VINLINE v16f v16f_exp(v16f x0) {
-    v16f x = v16f_min(v16f_max(x0, v16f_splat(-87.3f)), v16f_splat(88.3f));
+VINLINE v16f v16f_exp(v16f x) {
+    x = v16f_select(x < v16f_splat(-88.0f), v16f_splat(-88.0f), x);
+    x = v16f_select(x > v16f_splat(88.3f), v16f_splat(88.3f), x);
     const v16f magic = v16f_splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
     v16f t = x * v16f_splat(1.44269504088896341f) + magic;
     v16f n = t - magic;
@@ -53,7 +56,7 @@ VINLINE v16f v16f_exp(v16f x0) {
     v16i bits = (ni + 127) << 23;
     v16f scale;
     memcpy(&scale, &bits, sizeof scale);
-    return v16f_select(x0 == v16f_splat(-INFINITY), v16f_splat(0.0f), p * scale);   /* exp(-inf) = 0: a mask */
+    return p * scale;
 }
 
 /* max over the 16 lanes by a shuffle tree (v16f_hmax's result, 4 shuffles instead of 15 extracts) */
@@ -97,8 +100,8 @@ VINLINE float v8f_hsum(v8f v) {
 
 VINLINE v8f v8f_splat(float a) { return (v8f){a, a, a, a, a, a, a, a}; }
 VINLINE v8f v8f_select(v8i mask, v8f a, v8f b) { return (v8f)((mask & (v8i)a) | (~mask & (v8i)b)); }
-VINLINE v8f v8f_max(v8f a, v8f b) { return v8f_select((a > b) | (a != a), a, b); }     /* NaN-propagating */
-VINLINE v8f v8f_min(v8f a, v8f b) { return v8f_select((a < b) | (a != a), a, b); }
+VINLINE v8f v8f_max(v8f a, v8f b) { return v8f_select(a > b, a, b); }
+VINLINE v8f v8f_min(v8f a, v8f b) { return v8f_select(a < b, a, b); }
 VINLINE float v8f_hmax(v8f v) {
     v = v8f_max(v, __builtin_shuffle(v, (v8i){4, 5, 6, 7, 0, 1, 2, 3}));
     v = v8f_max(v, __builtin_shuffle(v, (v8i){2, 3, 0, 1, 2, 3, 0, 1}));
@@ -106,8 +109,9 @@ VINLINE float v8f_hmax(v8f v) {
     return v[0];
 }
 /* v16f_exp on 8 lanes (the same constants, the same results lane for lane) */
-VINLINE v8f v8f_exp(v8f x0) {
-    v8f x = v8f_min(v8f_max(x0, v8f_splat(-87.3f)), v8f_splat(88.3f));
+VINLINE v8f v8f_exp(v8f x) {
+    x = v8f_select(x < v8f_splat(-88.0f), v8f_splat(-88.0f), x);
+    x = v8f_select(x > v8f_splat(88.3f), v8f_splat(88.3f), x);
     const v8f magic = v8f_splat(12582912.0f);
     v8f t = x * v8f_splat(1.44269504088896341f) + magic;
     v8f n = t - magic;
@@ -124,7 +128,7 @@ VINLINE v8f v8f_exp(v8f x0) {
     v8i bits = (ni + 127) << 23;
     v8f scale;
     memcpy(&scale, &bits, sizeof scale);
-    return v8f_select(x0 == v8f_splat(-INFINITY), v8f_splat(0.0f), p * scale);
+    return p * scale;
 }
 /* in place: r[d] lane j = r[j] lane d (the AVX 8x8 transpose: unpack, shufps, 128-bit halves) */
 VINLINE void v8f_transpose8(v8f r[8]) {

@@ -190,3 +190,31 @@ def test_engine_refuses_a_tokenizer_of_another_vocab():
     model = Model(random_weights(CFG.with_(vocab_size=600), seed=0))
     with pytest.raises(ValueError, match="vocab"):
         Engine(model, ByteTokenizer(512))
+
+
+def test_a_failure_at_every_point_of_speculative_decoding_leaves_a_rerun_exact(rng, monkeypatch):
+    """SpeculativeDecoder.generate keeps its caches and sequences local: a failure at any forward
+    pass, cache change or draw (drafts, verification, rollback) reaches the caller, and the same
+    decoder then generates exactly the clean output (greedy and seeded)."""
+    from pyinfer.engine import speculative as spec
+    model = Model(random_weights(CFG, seed=int(rng.integers(1 << 30))))
+    decoder = spec.SpeculativeDecoder(model, spec.truncated_draft(model, 1), num_speculative_tokens=3,
+                                      block_size=4)     # a rerun repeats the same shapes: bit-exact anyway
+    prompts = [[1] + [int(t) for t in rng.integers(3, 63, n)] for n in (3, 9)]
+    params = [SamplingParams(temperature=0.0, max_tokens=7, stop_token_ids=()),
+              SamplingParams(temperature=0.9, seed=5, max_tokens=6, stop_token_ids=())]
+    clean = decoder.generate(prompts, params)[0]
+    f = Faults()
+    for cls, names in ((Model, ("forward",)), (PagedKVCache, ("prepare", "truncate", "free"))):
+        for name in names:
+            monkeypatch.setattr(cls, name, f.wrap(getattr(cls, name)))
+    monkeypatch.setattr(spec, "sample_from", f.wrap(spec.sample_from))
+    decoder.generate(prompts, params)
+    total = f.count
+    for point in range(1, total + 1):
+        f.count, f.target, f.kind = 0, point, Faults.KINDS[point % 3]
+        with pytest.raises(Faults.KINDS[point % 3]):
+            decoder.generate(prompts, params)
+        f.target = -1
+        assert decoder.generate(prompts, params)[0] == clean, f"rerun differs after a failure at point {point}"
+    print(f"{total} points")

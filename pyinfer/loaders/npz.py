@@ -121,8 +121,9 @@ def _read_member(zf: zipfile.ZipFile, member: str, path: str, want: tuple | None
             data = f.read(nbytes)
             if len(data) != nbytes or f.read(1):      # reading to the end checks the CRC
                 raise ValueError(f"npz member {member} in {path} ends early")
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-        raise ValueError(f"npz member {member} in {path} is corrupt: {e}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+        # RuntimeError: "encrypted"; NotImplementedError: an unknown compression method or zip version
+        raise ValueError(f"npz member {member} in {path} is corrupt: {type(e).__name__}: {e}") from None
     arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
     return np.array(arr, order="C")                   # owned, writable, C-contiguous
 
@@ -131,8 +132,8 @@ def load_npz(path: str | os.PathLike) -> ModelWeights:
     path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path} is not an npz (zip) file: {e}") from None
+    except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as e:
+        raise ValueError(f"{path} is not an npz (zip) file: {type(e).__name__}: {e}") from None
     with zf:
         config_arr = _read_member(zf, CONFIG_KEY, path)
         if config_arr.dtype.kind != "U" or config_arr.ndim != 0:
