@@ -218,3 +218,27 @@ def test_a_failure_at_every_point_of_speculative_decoding_leaves_a_rerun_exact(r
         f.target = -1
         assert decoder.generate(prompts, params)[0] == clean, f"rerun differs after a failure at point {point}"
     print(f"{total} points")
+
+
+def test_an_interrupted_llm_generate_leaves_nothing_behind(rng, monkeypatch):
+    """Ctrl-C inside LLM.generate: the exception reaches the caller, the engine holds no request of
+    that call and no block, and the next generate gives what a fresh one gives."""
+    from pyinfer.engine import LLM
+    model = Model(random_weights(CFG, seed=int(rng.integers(1 << 30))))
+    llm = LLM(model, **ENGINE)
+    requests = workload(rng)
+    prompts, params = [p for p, _ in requests], [sp for _, sp in requests]
+    want = [o.output_ids for o in llm.generate(prompts, params)]
+    calls = {"n": 0}
+    step = llm.engine.step
+
+    def interrupted():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return step()
+    monkeypatch.setattr(llm.engine, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        llm.generate(prompts, params)
+    assert not llm.engine.has_unfinished() and llm.engine.cache.blocks_in_use() == 0
+    assert [o.output_ids for o in llm.generate(prompts, params)] == want

@@ -144,3 +144,21 @@ def test_safetensors_offsets_checked_as_the_library_checks_them(tmp_path, layout
         np.testing.assert_array_equal(st.get("a"), np.frombuffer(bytes(range(4)), "<f4"))
         with pytest.raises(ValueError, match="I64"):
             st.get("i")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c", "numba"])
+def test_a_nan_weight_loaded_for_inspection_fails_the_same_on_every_backend(tmp_path, seed, backend, stories260k):
+    """D10/D11: one NaN weight used to print plausible text on C and <unk> on numpy. Refused at load;
+    loaded anyway, every backend's sampler raises the same NonFiniteLogitsError at the first token."""
+    from pyinfer.api import load
+    from pyinfer.sampling import NonFiniteLogitsError
+    w = random_weights(CFG.with_(vocab_size=512), seed=seed)
+    w.layers[0].w2[3, 5] = np.nan
+    path = tmp_path / "m.npz"
+    save_npz(w, path)
+    tok = stories260k["tokenizer"]                                  # tok512.bin: 512 tokens
+    with pytest.raises(ValueError, match="allow_nonfinite"):
+        load(path, tokenizer=tok, backend=backend)
+    gen = load(path, tokenizer=tok, backend=backend, allow_nonfinite=True)
+    with pytest.raises(NonFiniteLogitsError, match="NaN"):
+        gen.generate("Once", steps=4)

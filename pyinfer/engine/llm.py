@@ -58,11 +58,16 @@ class LLM:
             raise
         report = progress_bar if progress is True else (progress or None)
         done: dict[int, RequestOutput] = {}
-        while self.engine.has_unfinished():
-            finished = self.engine.step()
-            for out in finished:
-                done[out.request_id] = out
-            if report and finished:
-                report(len(done), len(ids))
+        try:
+            while self.engine.has_unfinished():
+                finished = self.engine.step()
+                for out in finished:
+                    done[out.request_id] = out
+                if report and finished:
+                    report(len(done), len(ids))
+        except BaseException:                   # an error or Ctrl-C: leave no request of this call behind
+            for i in ids:
+                self.engine.abort(i)
+            raise
         return [done[i] for i in ids]
 
