@@ -110,3 +110,31 @@ def test_argmax_picks_the_first_nan_everywhere():
     for name in ("numpy", "c", "numba"):
         fn = ref.argmax if name == "numpy" else load_backend(name)["argmax"]
         assert fn(np.empty(1, np.int64), logits)[0] == 2, name
+
+
+@pytest.mark.parametrize("backend_name", ["c-scalar", "c-avx2", "c-avx512", "numba"])
+def test_every_tail_length_of_the_row_ops(backend_name, rng):
+    """rmsnorm, silu_mul, add, softmax and argmax over rows of every width 1..33 (SIMD bodies of 16
+    and 8 plus every tail), each position poisoned in turn with NaN, inf and -inf."""
+    from pyinfer.kernels import c_cpu
+    name, _, isa_name = backend_name.partition("-")
+    backend = load_backend(name)
+    with c_cpu.isa_cap(isa_name or "amx"):
+        for n in range(1, 34):
+            base = rng.standard_normal((2, n)).astype(np.float32)
+            w = rng.standard_normal(n).astype(np.float32)
+            for i in range(n):
+                for value in (np.nan, np.inf, -np.inf):
+                    x = base.copy()
+                    x[1, i] = value
+                    calls = {"rmsnorm": lambda f, o: f(o, x, w, 1e-5), "silu_mul": lambda f, o: f(o, x, base),
+                             "add": lambda f, o: f(o, x, base), "softmax": lambda f, o: f(o, x, 0.8)}
+                    for op, call in calls.items():
+                        with np.errstate(all="ignore"):
+                            want = call(getattr(ref, op), poisoned((2, n)))
+                        got = call(backend[op], poisoned((2, n)))
+                        what = f"{backend_name} {op} width {n}, x[1, {i}] = {value}"
+                        assert np.array_equal(np.isnan(got), np.isnan(want)), what
+                        assert np.array_equal(np.isinf(got), np.isinf(want)), what
+                    idx = backend["argmax"](np.empty(2, np.int64), x)
+                    assert list(idx) == list(np.argmax(x, axis=-1)), f"{backend_name} argmax width {n} at {i}"
