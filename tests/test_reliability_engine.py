@@ -184,12 +184,21 @@ def test_a_request_with_nan_logits_ends_alone_with_error(rng):
         assert (outs[rid].output_ids, outs[rid].finish_reason) == (want.output_ids, want.finish_reason)
 
 
-def test_engine_refuses_a_tokenizer_of_another_vocab():
-    """D2: a tokenizer whose vocabulary differs from the model's is refused at construction."""
-    from pyinfer.tokenizer import ByteTokenizer
+def test_engine_and_llm_refuse_a_tokenizer_of_another_vocab(stories260k):
+    """D2: a tokenizer whose vocabulary differs from the model's is refused at construction, by the
+    Engine and by LLM given a Model or a checkpoint path with a tokenizer object (which raised a
+    TypeError before); the right one works."""
+    from pyinfer.engine import LLM
+    from pyinfer.tokenizer import ByteTokenizer, Llama2cTokenizer
     model = Model(random_weights(CFG.with_(vocab_size=600), seed=0))
     with pytest.raises(ValueError, match="vocab"):
         Engine(model, ByteTokenizer(512))
+    with pytest.raises(ValueError, match="vocab"):
+        LLM(model, tokenizer=ByteTokenizer(512))
+    with pytest.raises(ValueError, match="vocab"):
+        LLM(stories260k["model"], tokenizer=ByteTokenizer(300))
+    llm = LLM(stories260k["model"], tokenizer=Llama2cTokenizer.from_file(stories260k["tokenizer"]))
+    assert llm.generate("Once upon", SamplingParams(max_tokens=3))[0].text
 
 
 def test_a_failure_at_every_point_of_speculative_decoding_leaves_a_rerun_exact(rng, monkeypatch):
