@@ -50,7 +50,8 @@ static inline int64_t pf_ahead(int64_t pass_bytes) {
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Float helpers for the scalar bodies. */
-static inline float silu_scalar(float g) { return g * (1.0f / (1.0f + expf(-g))); }
+/* silu(-inf) = 0, its limit (g * sigmoid(g) would be -inf * 0 = NaN): docs/numerics.md */
+static inline float silu_scalar(float g) { return g == -INFINITY ? 0.0f : g * (1.0f / (1.0f + expf(-g))); }
 
 /* Activation preparation for the integer kernels (quant_act.c). */
 /* x (K,) -> xq (K,) int8 and xs (K/G,) exactly as kernels/reference.py quantize_act. */

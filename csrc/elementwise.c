@@ -99,7 +99,8 @@ INLINE void silu_mul_body(float *out, const float *gate, const float *up, int64_
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         v16f g = v16f_load(gate + i);
-        v16f s = g * (v16f_splat(1.0f) / (v16f_splat(1.0f) + v16f_exp(-g)));
+        v16f s = v16f_select(g == v16f_splat(-INFINITY), v16f_splat(0.0f),       /* silu(-inf) = 0 (its limit) */
+                             g * (v16f_splat(1.0f) / (v16f_splat(1.0f) + v16f_exp(-g))));
         v16f_store(out + i, s * v16f_load(up + i));
     }
     for (; i < n; i++) out[i] = silu_scalar(gate[i]) * up[i];
@@ -171,8 +172,7 @@ void argmax_f32(int64_t *out, const float *logits, int64_t B, int64_t V) {
 INLINE void softmax_body(float *out, const float *x, int64_t V, float temperature) {
     float m = -INFINITY;
     for (int64_t i = 0; i < V; i++) {
-        float s = x[i] / temperature;
-        m = s > m ? s : m;
+        m = maxnanf(x[i] / temperature, m);
     }
     v16f acc = v16f_splat(0.0f);
     int64_t i = 0;

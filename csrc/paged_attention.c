@@ -100,7 +100,7 @@ INLINE void decode_part(float *o, float *m, float *l, const float *qs, const dec
                 for (int64_t t = 0; t < nh; t++) {
                     int64_t g = g0 + t, h = kvh * group + g;
                     v16f s = v16f_select(valid, sc[t], v16f_splat(-INFINITY));
-                    float mx = MAX(m[h], v16f_hmax_tree(s));
+                    float mx = maxnanf(m[h], v16f_hmax_tree(s));
                     v16f e = v16f_select(valid, v16f_exp(s - mx), v16f_splat(0.0f));
                     corr[g] = expf(m[h] - mx);              /* 0 on the first chunk (m = -inf) */
                     l[h] = l[h] * corr[g] + v16f_hsum(e);
@@ -134,7 +134,7 @@ static void combine(float *dst, const float *partial, int64_t first, int64_t n_p
                     int64_t hd) {
     int64_t part = H * (hd + 2);
     float mx = -INFINITY, L = 0.0f;
-    for (int64_t i = first; i < first + n_parts; i++) mx = MAX(mx, partial[i * part + H * hd + h]);
+    for (int64_t i = first; i < first + n_parts; i++) mx = maxnanf(mx, partial[i * part + H * hd + h]);
     for (int64_t d = 0; d < hd; d++) dst[d] = 0.0f;
     for (int64_t i = first; i < first + n_parts; i++) {
         const float *base = partial + i * part;

@@ -1,7 +1,8 @@
 /* Activation preparation for the integer matmuls.
  *
  * quantize_row_i8: dynamic symmetric int8 per group of G, bit-exact with kernels/reference.py
- * quantize_act (s = max|x| / 127 in float32, q = rint(x / s), half to even).
+ * quantize_act (s = max|x| / 127 in float32, q = rint(x / s), half to even); a group holding inf or
+ * NaN gets s = NaN and q = 0, so every output it reaches is NaN, as the reference's (docs/numerics.md).
  * split_row_digits: float activations for the "A16" kernels as 24-bit fixed point per row, cut into
  * three balanced base-256 digits, so VNNI's u8 x s8 dot products give float-exact sums:
  *   x ~= 2^-e (c0 + 2^8 c1 + 2^16 c2),  c0, c1 in [-128, 127], c2 in [-65, 65]. */
@@ -10,7 +11,17 @@
 #if PYINFER_X86
 TARGET_AVX512 static void quantize_group_avx512(int8_t *xq, float *xs, const float *x, int64_t G) {
     __m512 m = _mm512_setzero_ps();
-    for (int64_t k = 0; k < G; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+    __mmask16 bad = 0;
+    for (int64_t k = 0; k < G; k += 16) {
+        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + k));
+        bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(3.4028235e38f), _CMP_NLE_UQ);   /* inf or NaN */
+        m = _mm512_max_ps(m, a);
+    }
+    if (bad) {                                    /* the reference's row is NaN: s = NaN, q = 0 */
+        *xs = NAN;
+        memset(xq, 0, (size_t)G);
+        return;
+    }
     float s = _mm512_reduce_max_ps(m) / 127.0f;
     *xs = s;
     __m512 safe = _mm512_set1_ps(s == 0.0f ? 1.0f : s);
@@ -25,7 +36,12 @@ static void quantize_group_scalar(int8_t *xq, float *xs, const float *x, int64_t
     float m = 0.0f;
     for (int64_t k = 0; k < G; k++) {
         float a = fabsf(x[k]);
-        m = a > m ? a : m;
+        m = a > m || a != a ? a : m;              /* a NaN sticks */
+    }
+    if (!(m <= 3.4028235e38f)) {                  /* inf or NaN: the reference's row is NaN (s = NaN, q = 0) */
+        *xs = NAN;
+        memset(xq, 0, (size_t)G);
+        return;
     }
     float s = m / 127.0f;
     *xs = s;

@@ -14,8 +14,12 @@ VINLINE v16f v16f_splat(float a) { return (v16f){a, a, a, a, a, a, a, a, a, a, a
 VINLINE v16f v16f_load(const float *p) { v16f v; memcpy(&v, p, sizeof v); return v; }
 VINLINE void v16f_store(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 VINLINE v16f v16f_select(v16i mask, v16f a, v16f b) { return (v16f)((mask & (v16i)a) | (~mask & (v16i)b)); }
+/* max and min return b when either operand is NaN (as x86 maxps). A running maximum may thus skip
+ * a NaN score; the NaN still reaches the output through exp(s - m), which keeps NaN (v16f_exp), so
+ * the row's weights and sum are NaN (docs/numerics.md). maxnanf: NaN from either operand. */
 VINLINE v16f v16f_max(v16f a, v16f b) { return v16f_select(a > b, a, b); }
 VINLINE v16f v16f_min(v16f a, v16f b) { return v16f_select(a < b, a, b); }
+VINLINE float maxnanf(float a, float b) { return (a > b || a != a) ? a : b; }
 VINLINE float v16f_hsum(v16f v) {        /* a shuffle tree: 4 shuffles and adds */
     v += __builtin_shuffle(v, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
     v += __builtin_shuffle(v, (v16i){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
@@ -29,10 +33,13 @@ VINLINE float v16f_hmax(v16f v) {
     return m;
 }
 
-/* exp(x) for float32, relative error ~2 ulp on [-87, 88]; below -87 gives ~0, above 88 is clamped.
+/* exp(x) for float32, relative error ~2 ulp on [-87, 88]; below -87.3 gives ~0 and from -88 on (so
+ * -inf: a masked score has no weight) exactly 0 (2^n underflows to 0 at n = -127); above 88 is
+ * clamped; NaN gives NaN (each clamp keeps x when a comparison with it is false).
  * Cody-Waite range reduction x = n ln2 + r, degree-6 polynomial, scale by 2^n through the exponent. */
 VINLINE v16f v16f_exp(v16f x) {
-    x = v16f_min(v16f_max(x, v16f_splat(-87.3f)), v16f_splat(88.3f));
+    x = v16f_select(x < v16f_splat(-88.0f), v16f_splat(-88.0f), x);
+    x = v16f_select(x > v16f_splat(88.3f), v16f_splat(88.3f), x);
     const v16f magic = v16f_splat(12582912.0f);                 /* 1.5 * 2^23: round to nearest */
     v16f t = x * v16f_splat(1.44269504088896341f) + magic;
     v16f n = t - magic;
@@ -103,7 +110,8 @@ VINLINE float v8f_hmax(v8f v) {
 }
 /* v16f_exp on 8 lanes (the same constants, the same results lane for lane) */
 VINLINE v8f v8f_exp(v8f x) {
-    x = v8f_min(v8f_max(x, v8f_splat(-87.3f)), v8f_splat(88.3f));
+    x = v8f_select(x < v8f_splat(-88.0f), v8f_splat(-88.0f), x);
+    x = v8f_select(x > v8f_splat(88.3f), v8f_splat(88.3f), x);
     const v8f magic = v8f_splat(12582912.0f);
     v8f t = x * v8f_splat(1.44269504088896341f) + magic;
     v8f n = t - magic;

@@ -54,9 +54,19 @@ def num_threads() -> int:
     return _lib()[1].pyinfer_num_threads()
 
 
+def max_threads() -> int:
+    """The most OpenMP threads set_num_threads accepts: 4 per CPU this process may run on (more
+    only oversubscribes; 100000 overflowed libgomp's stack)."""
+    import os  # noqa: PLC0415
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 4 * cpus
+
+
 def set_num_threads(n: int) -> None:
-    if n < 1:
-        raise ValueError(f"thread count must be >= 1, got {n}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise ValueError(f"thread count must be an int, got {type(n).__name__} {n!r}")
+    if not 1 <= n <= max_threads():
+        raise ValueError(f"thread count must be in [1, {max_threads()}] (4 per CPU this process may use), got {n}")
     _lib()[1].pyinfer_set_num_threads(int(n))
 
 

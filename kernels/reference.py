@@ -3,15 +3,62 @@
 Destination-passing like every backend: ``op(out, *inputs, ...)`` writes ``out``
 and returns it. Float32 throughout, in the order llama2.c's run.c computes, so the
 reference reproduces run.c's greedy text; fast kernels are compared against these.
+
+It validates like the C wrappers: an index outside its range (a token, a slot, a block id, a
+context or query length) is a ValueError naming it, never a wrapped or truncated read.
+
+The NaN rule, for every backend (docs/numerics.md): NaN in any input of an op gives NaN in every
+output it reaches, exactly where these functions give NaN; infinities follow IEEE arithmetic as
+computed here (-inf is a valid mask: exp(-inf) = 0), except that silu(-inf) = 0, its limit.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .c_checks import explain_paged
+
+
+def _indices(name, a, lo, hi):
+    """a as an int64 array after checking every value lies in [lo, hi) (numpy would wrap a negative
+    index and raise IndexError past the end): the C wrappers' checks, in numpy."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got {a.dtype}")
+    if a.size and (a.min() < lo or a.max() >= hi):
+        bad = int(a.reshape(-1)[np.flatnonzero((a.reshape(-1) < lo) | (a.reshape(-1) >= hi))[0]])
+        raise ValueError(f"{name} holds {bad}, outside [{lo}, {hi})")
+    return a.astype(np.int64, copy=False)
+
+
+def _check_paged(k_cache, block_tables, context_lens, cu_seqlens_q=None, T_total=0):
+    """The paged attention metadata the C kernels check: context lengths >= 1 (or >= a sequence's
+    queries) and within its block table, the block ids a context uses within the pool, cu_seqlens_q
+    a non-decreasing range of [0, T_total]."""
+    num_blocks, block_size = k_cache.shape[:2]
+    tables = np.asarray(block_tables)
+    lens = np.asarray(context_lens)
+    if tables.ndim != 2 or lens.ndim != 1 or tables.shape[0] != lens.shape[0] or \
+            tables.dtype.kind not in "iu" or lens.dtype.kind not in "iu":
+        raise ValueError(f"block_tables (B, max_blocks) and context_lens (B,) must be integer arrays with one row "
+                         f"per sequence, got {tables.shape} and {lens.shape}")
+    cu = None if cu_seqlens_q is None else np.asarray(cu_seqlens_q)
+    if cu is not None and (cu.shape != (len(lens) + 1,) or cu.dtype.kind not in "iu"):
+        raise ValueError(f"cu_seqlens_q must be B + 1 = {len(lens) + 1} integers, got shape {cu.shape}")
+    q_lens = np.diff(cu) if cu is not None else np.ones(len(lens), np.int64)
+    if cu is not None and len(lens) and (cu[0] < 0 or cu[-1] > T_total or (q_lens < 0).any()):
+        raise ValueError(explain_paged(tables, lens, num_blocks, block_size, cu, T_total))
+    read = q_lens > 0                                   # sequences whose K/V this call reads
+    n_blocks = -(-lens // block_size)
+    used = np.arange(tables.shape[1])[None, :] < n_blocks[:, None]                  # (B, max_blocks)
+    bad = read & ((lens < np.maximum(q_lens, 1)) | (n_blocks > tables.shape[1]) |
+                  (used & ((tables < 0) | (tables >= num_blocks))).any(axis=1))
+    if bad.any():
+        raise ValueError(explain_paged(tables, lens, num_blocks, block_size, cu, T_total))
+
 
 def embedding(out, tokens, table):
-    """out: (T, D) float32; tokens: (T,) int; table: (V, D) float32."""
-    np.take(table, tokens, axis=0, out=out)
+    """out: (T, D) float32; tokens: (T,) int in [0, V); table: (V, D) float32."""
+    np.take(table, _indices("tokens", tokens, 0, table.shape[0]), axis=0, out=out)
     return out
 
 
@@ -55,8 +102,11 @@ def matmul(out, x, w):
 
 
 def silu_mul(out, gate, up):
-    """out, gate, up: (T, H) float32. SwiGLU's middle: silu(gate) * up."""
-    np.multiply(gate, np.float32(1.0) / (np.float32(1.0) + np.exp(-gate)), out=out)
+    """out, gate, up: (T, H) float32. SwiGLU's middle: silu(gate) * up, silu(-inf) = 0 (its limit;
+    gate * sigmoid(gate) would give -inf * 0 = NaN there)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        silu = gate * (np.float32(1.0) / (np.float32(1.0) + np.exp(-gate)))
+    np.copyto(out, np.where(gate == -np.inf, np.float32(0.0), silu))
     np.multiply(out, up, out=out)
     return out
 
@@ -71,6 +121,7 @@ def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
     """k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim); k, v: (T, n_kv_heads, head_dim);
     slot_mapping: (T,) int, slot = block_id * block_size + offset. Writes each token's K and V."""
     n_kv_heads, head_dim = k_cache.shape[2:]
+    slot_mapping = _indices("slot_mapping", slot_mapping, 0, k_cache.shape[0] * k_cache.shape[1])
     k_cache.reshape(-1, n_kv_heads, head_dim)[slot_mapping] = k
     v_cache.reshape(-1, n_kv_heads, head_dim)[slot_mapping] = v
     return k_cache, v_cache
@@ -91,6 +142,8 @@ def attention_prefill(out, q, k, v, scale):
     The queries are the last T positions: query i sees keys 0 .. S - T + i."""
     T, H, hd = q.shape
     S, KVH, _ = k.shape
+    if KVH == 0 or H % KVH:
+        raise ValueError(f"n_heads={H} is not a multiple of n_kv_heads={KVH}")
     if T > S:
         raise ValueError(f"attention_prefill: {T} queries but only {S} keys (queries are the last T positions)")
     if T == 0:
@@ -122,6 +175,7 @@ def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q
     out, q: (T_total, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
     block_tables: (B, max_blocks) int; cu_seqlens_q: (B + 1,) int, sequence b owns rows
     cu[b]:cu[b+1]; context_lens: (B,) int, tokens in the cache for b including this step's."""
+    _check_paged(k_cache, block_tables, context_lens, cu_seqlens_q, q.shape[0])
     for b in range(len(context_lens)):
         lo, hi = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
         if hi == lo:
@@ -136,6 +190,9 @@ def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens,
 
     out, q: (B, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
     block_tables: (B, max_blocks) int; context_lens: (B,) int (>= 1, the query's own K/V included)."""
+    if len(context_lens) != q.shape[0]:
+        raise ValueError(f"context_lens has {len(context_lens)} entries, q has {q.shape[0]} sequences")
+    _check_paged(k_cache, block_tables, context_lens)
     for b in range(q.shape[0]):
         k, v = gather_kv(k_cache, v_cache, block_tables[b], int(context_lens[b]))
         attention_prefill(out[b:b + 1], q[b:b + 1], k, v, scale)

@@ -62,13 +62,15 @@ class TextGenerator:
 
 def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
          preset: str | None = None, backend: str | None = None, seed: int = 0,
-         quant: str | None = None, threads: str | int | None = None) -> TextGenerator:
+         quant: str | None = None, threads: str | int | None = None,
+         allow_nonfinite: bool = False) -> TextGenerator:
     """A checkpoint path or fetched model name (``model``), else a preset with seeded random weights
     (``preset``, default ``toy``) and a byte-level tokenizer. ``quant`` (e.g. "int8", "int4-g32")
     quantizes every linear weight after loading (see pyinfer.quant.FORMATS). ``backend``: None picks
     the fastest that loads here (c, else numba, else numpy; ``ops.default_backend``). ``threads``:
     "auto" or a count for every compute pool, process-wide (pyinfer.threads); None keeps the count
-    already set in this process, else auto."""
+    already set in this process, else auto. A checkpoint holding NaN or inf weights is refused unless
+    ``allow_nonfinite`` (for inspecting it)."""
     fmt = get_format(quant) if quant else None
     if model is not None and preset is not None:
         raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
@@ -81,7 +83,7 @@ def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | 
         source = f"preset {config.name} (random weights, seed {seed})"
     else:
         model_path, fetched_tok = resolve_model_arg(model)
-        weights = load_checkpoint(model_path)
+        weights = load_checkpoint(model_path, allow_nonfinite=allow_nonfinite)
         tok_path = tokenizer or fetched_tok or _tokenizer_beside(Path(model_path))
         if tok_path is None:
             raise ValueError(f"no tokenizer for {model_path}: pass --tokenizer PATH "

@@ -21,13 +21,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. Errors a user can fix print one line (exit 2); Ctrl-C prints one line and
+    exits 130 (128 + SIGINT, as shells do); output piped into a reader that stops early (`| head`)
+    ends quietly with 141 (128 + SIGPIPE)."""
+    args = None
     try:
+        args = build_parser().parse_args(argv)
         return args.handler(args)
+    except KeyboardInterrupt:
+        if os.environ.get("PYINFER_DEBUG"):
+            raise
+        print(f"\npyinfer{' ' + args.command if args else ''}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away: point stdout at devnull so the interpreter's final flush is silent
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141                                        # 128 + SIGPIPE, what a tool killed by it reports
     except (ValueError, OSError, RuntimeError, MemoryError) as e:
         if os.environ.get("PYINFER_DEBUG"):
             raise
-        print(f"pyinfer {args.command}: error: {e}", file=sys.stderr)
+        message = str(e) or type(e).__name__
+        print(f"pyinfer {args.command if args else ''}: error: {message}", file=sys.stderr)
         return 2
 
 

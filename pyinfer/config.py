@@ -5,7 +5,10 @@ at construction with a message naming the field, never deep inside a kernel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
 
 # A checkpoint header beyond these is treated as corrupt rather than trusted:
 # the largest public Llama models stay far below them.
@@ -114,14 +117,33 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default=(1, 2))  # BOS and EOS, as llama2.c
 
     def __post_init__(self):
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k} must be >= 0")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens={self.max_tokens} must be >= 1")
+        def number(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"SamplingParams.{name} must be a finite number, got {type(v).__name__} {v!r}")
+            return float(v)
+
+        def integer(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"SamplingParams.{name} must be an int, got {type(v).__name__} {v!r}")
+            return int(v)
+
+        if number("temperature") < 0:
+            raise ValueError(f"SamplingParams.temperature={self.temperature} must be >= 0 (below 1e-5: greedy)")
+        if not 0 < number("top_p") <= 1:
+            raise ValueError(f"SamplingParams.top_p={self.top_p} must be in (0, 1]")
+        if integer("top_k") < 0:
+            raise ValueError(f"SamplingParams.top_k={self.top_k} must be >= 0 (0 disables it)")
+        if integer("max_tokens") < 1:
+            raise ValueError(f"SamplingParams.max_tokens={self.max_tokens} must be >= 1")
+        if self.seed is not None:
+            integer("seed")
+        stops = self.stop_token_ids
+        if isinstance(stops, (str, bytes)) or not isinstance(stops, (tuple, list)) or \
+                any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0 for t in stops):
+            raise ValueError(f"SamplingParams.stop_token_ids must be a tuple of token ids (ints >= 0), got {stops!r}")
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in stops))
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -1,4 +1,5 @@
-"""Paged KV cache: a BlockManager (free list, reference counts, prefix hashes) and the block pool it manages.
+"""Paged KV cache: the block pool and each sequence's block table, on a BlockManager (block_manager.py:
+free list, reference counts, prefix hashes, transactions).
 
 K and V of every layer live in one pool of fixed-size blocks, shape
 (n_layers, num_blocks, block_size, n_kv_heads, head_dim). A sequence owns a block table (the
@@ -17,117 +18,12 @@ last block, say) is copied first: copy-on-write.
 from __future__ import annotations
 
 import itertools
-
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from .block_manager import _ROOT_HASH, BlockManager, KVCacheFullError, block_hash  # noqa: F401 - re-exported
 from .config import CacheConfig, ModelConfig
-
-_ROOT_HASH = 0x9E3779B97F4A7C15     # parent hash of a sequence's first block
-
-
-def block_hash(parent: int, tokens) -> int:
-    """Chained hash of a full block: equal hashes mean equal token prefixes (up to collisions,
-    which the cache guards against by also comparing the block's tokens and parent)."""
-    return hash((parent, tuple(int(t) for t in tokens)))
-
-
-class KVCacheFullError(RuntimeError):
-    """The block pool cannot hold what was asked; nothing was allocated."""
-
-
-class BlockManager:
-    """Fixed-size blocks handed out from a free list and shared by reference count.
-
-    Free blocks sit in two places: ``free_ids`` (holding nothing worth keeping) and ``cached_free``
-    (holding a full block registered under a prefix hash, least recently released first).
-    ``allocate`` drains ``free_ids`` first and evicts from ``cached_free`` only when it is empty."""
-
-    def __init__(self, num_blocks: int, block_size: int):
-        if not 1 <= block_size <= 256:
-            raise ValueError(f"block_size={block_size} must be in [1, 256]")
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks={num_blocks} must be >= 1")
-        self.num_blocks = num_blocks
-        self.block_size = block_size
-        self.free_ids: deque[int] = deque(range(num_blocks))
-        self.cached_free: OrderedDict[int, None] = OrderedDict()   # LRU order, oldest first
-        self.ref_counts = np.zeros(num_blocks, dtype=np.int32)     # (num_blocks,)
-        self.hash_of: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # block -> (hash, parent, tokens)
-        self.block_of: dict[int, int] = {}                          # hash -> block
-        self.num_allocated = 0      # fresh blocks handed out, ever
-        self.num_evicted = 0        # cached blocks whose prefix was forgotten to make room
-
-    @property
-    def num_free(self) -> int:
-        return len(self.free_ids) + len(self.cached_free)
-
-    @property
-    def num_cached(self) -> int:
-        return len(self.block_of)
-
-    def allocate(self, n: int) -> list[int]:
-        """n fresh blocks with reference count 1, or KVCacheFullError leaving the pool unchanged."""
-        if n > self.num_free:
-            raise KVCacheFullError(
-                f"KV cache out of blocks: need {n} more, {self.num_free} of {self.num_blocks} free "
-                f"(block_size {self.block_size}); give the cache more blocks or run fewer/shorter sequences")
-        ids = []
-        for _ in range(n):
-            if self.free_ids:
-                b = self.free_ids.popleft()
-            else:
-                b, _ = self.cached_free.popitem(last=False)      # evict the least recently released
-                self.unregister(b)
-                self.num_evicted += 1
-            ids.append(b)
-        self.ref_counts[ids] = 1
-        self.num_allocated += n
-        return ids
-
-    def share(self, block_id: int) -> None:
-        """One more owner for a block: an allocated one, or a cached free one brought back."""
-        if self.ref_counts[block_id] < 1:
-            if block_id not in self.cached_free:
-                raise ValueError(f"block {block_id} is not allocated")
-            del self.cached_free[block_id]
-        self.ref_counts[block_id] += 1
-
-    def release(self, block_ids: list[int]) -> None:
-        """Drop one reference from each block; blocks nobody owns become free (cached if hashed)."""
-        for b in block_ids:
-            if self.ref_counts[b] < 1:
-                raise ValueError(f"block {b} released more often than allocated")
-            self.ref_counts[b] -= 1
-            if self.ref_counts[b] == 0:
-                if b in self.hash_of:
-                    self.cached_free[b] = None
-                else:
-                    self.free_ids.append(b)
-
-    def register(self, block_id: int, h: int, parent: int, tokens: tuple[int, ...]) -> None:
-        """Name a full block by its prefix hash; the first block registered under a hash keeps it."""
-        if h not in self.block_of and block_id not in self.hash_of:
-            self.block_of[h] = block_id
-            self.hash_of[block_id] = (h, parent, tokens)
-
-    def unregister(self, block_id: int) -> None:
-        """Forget a block's prefix (it is being overwritten or evicted)."""
-        entry = self.hash_of.pop(block_id, None)
-        if entry is not None:
-            del self.block_of[entry[0]]
-            if self.ref_counts[block_id] == 0 and block_id in self.cached_free:
-                del self.cached_free[block_id]
-                self.free_ids.append(block_id)
-
-    def lookup(self, h: int, parent: int, tokens: tuple[int, ...]) -> int | None:
-        """The cached block holding exactly this prefix, or None."""
-        b = self.block_of.get(h)
-        if b is None or self.hash_of[b][1:] != (parent, tokens):
-            return None
-        return b
 
 
 @dataclass(frozen=True)
@@ -144,6 +40,16 @@ class BatchMetadata:
     @property
     def q_lens(self) -> np.ndarray:
         return np.diff(self.cu_seqlens_q)
+
+
+def _token_array(new_tokens) -> np.ndarray:
+    """The step's tokens concatenated (T,) int64; ValueError for float, bool or nested token ids
+    (a float id would be truncated silently by a cast)."""
+    arrays = [np.asarray(t) for t in new_tokens]
+    for a in arrays:
+        if a.ndim != 1 or (a.dtype.kind not in "iu" and a.size):
+            raise ValueError(f"token ids must be 1-D integer arrays, got shape {a.shape} dtype {a.dtype}")
+    return np.concatenate(arrays).astype(np.int64, copy=False) if arrays else np.zeros(0, np.int64)
 
 
 def padded_tables(rows: list[list[int]]) -> np.ndarray:
@@ -177,6 +83,7 @@ class PagedKVCache:
         self.seq_tokens: dict[int, list[int]] = {}      # token ids in the cache (prefix caching only)
         self.seq_hashes: dict[int, list[int]] = {}      # chained hash of each full block (prefix caching only)
         self.peak_blocks_in_use = 0
+        self._saved = None                              # begin()'s copy of the tables
 
     @property
     def num_blocks(self) -> int:
@@ -236,13 +143,16 @@ class PagedKVCache:
             self.seq_hashes[seq_id] = hashes
         return n
 
-    def prepare(self, seq_ids: list[int], new_tokens: list[np.ndarray]) -> BatchMetadata:
+    def prepare(self, seq_ids: list[int], new_tokens: list[np.ndarray], register: bool = True) -> BatchMetadata:
         """Reserve slots for each sequence's new tokens and build the step's metadata.
 
-        All-or-nothing: if the pool cannot hold every sequence's new tokens, KVCacheFullError is
-        raised before any block changes hands."""
+        All-or-nothing: if the pool cannot hold every sequence's new tokens (KVCacheFullError) or an
+        argument is wrong (ValueError), nothing changes. With prefix caching, the new full blocks are
+        registered here unless ``register=False``: then the caller registers them with
+        ``register_full_blocks`` once the forward pass has written their K/V (the engine does)."""
+        tokens = _token_array(new_tokens)                                            # (T,) int64
         if not self.enable_prefix_caching and len(seq_ids) == len(new_tokens):
-            batch = self._prepare_decode(seq_ids, new_tokens)
+            batch = self._prepare_decode(seq_ids, new_tokens, tokens)
             if batch is not None:
                 return batch
         if len(seq_ids) != len(new_tokens) or len(set(seq_ids)) != len(seq_ids):
@@ -274,12 +184,14 @@ class PagedKVCache:
                 slots.extend((np.asarray(table, dtype=np.int64)[pos // bs] * bs + pos % bs).tolist())
             self.seq_lens[sid] = start + len(toks)
             if self.enable_prefix_caching:
-                self._register_full_blocks(sid, toks)
+                self.seq_tokens.setdefault(sid, []).extend(int(t) for t in toks)
+                if register:
+                    self._register_full_blocks(sid)
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.blocks_in_use())
         lens = [len(t) for t in new_tokens]
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
-            tokens=np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in new_tokens]),
+            tokens=tokens,
             positions=np.array(positions, dtype=np.int64),
             cu_seqlens_q=np.array([0, *itertools.accumulate(lens)], dtype=np.int64),
             context_lens=np.array([self.seq_lens[s] for s in seq_ids], dtype=np.int32),
@@ -287,7 +199,8 @@ class PagedKVCache:
             slot_mapping=np.array(slots, dtype=np.int64),
         )
 
-    def _prepare_decode(self, seq_ids: list[int], new_tokens: list[np.ndarray]) -> BatchMetadata | None:
+    def _prepare_decode(self, seq_ids: list[int], new_tokens: list[np.ndarray],
+                        tokens: np.ndarray) -> BatchMetadata | None:
         """prepare() for the common decode step, one new token per distinct sequence, no prefix caching and
         no write into a shared block: the same metadata with a fraction of the general path's Python (at
         stories260K's 60 us a token, prepare() was a fifth of it). None, before anything changes, when
@@ -319,7 +232,7 @@ class PagedKVCache:
         B = len(seq_ids)
         return BatchMetadata(
             seq_ids=tuple(seq_ids),
-            tokens=np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1) for t in new_tokens]),
+            tokens=tokens,
             positions=np.array(starts, dtype=np.int64),
             cu_seqlens_q=np.arange(B + 1, dtype=np.int64),
             context_lens=np.array([s + 1 for s in starts], dtype=np.int32),
@@ -342,9 +255,15 @@ class PagedKVCache:
         else:
             self.manager.unregister(old)
 
-    def _register_full_blocks(self, sid: int, toks: np.ndarray) -> None:
-        tokens = self.seq_tokens.setdefault(sid, [])
-        tokens.extend(int(t) for t in toks)
+    def register_full_blocks(self, seq_ids) -> None:
+        """Name the full blocks of these sequences in the prefix cache (after their K/V is written)."""
+        if self.enable_prefix_caching:
+            for sid in seq_ids:
+                if sid in self.seq_tokens:
+                    self._register_full_blocks(sid)
+
+    def _register_full_blocks(self, sid: int) -> None:
+        tokens = self.seq_tokens[sid]
         hashes, table, bs = self.seq_hashes.setdefault(sid, []), self.block_tables[sid], self.block_size
         for j in range(len(hashes), len(tokens) // bs):
             parent = hashes[-1] if hashes else _ROOT_HASH
@@ -382,6 +301,34 @@ class PagedKVCache:
         if seq_id in self.seq_tokens:
             del self.seq_tokens[seq_id][length:]
             del self.seq_hashes[seq_id][length // self.block_size:]
+
+    # ---- transactions ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Remember the tables (the pool's bookkeeping is remembered lazily by the manager); K/V
+        written after this goes only to slots past each sequence's length or to fresh blocks, so
+        rollback() needs no copy of the pool itself."""
+        self._saved = ({s: list(t) for s, t in self.block_tables.items()}, dict(self.seq_lens),
+                       {s: (t, len(t)) for s, t in self.seq_tokens.items()},
+                       {s: (h, len(h)) for s, h in self.seq_hashes.items()}, self.peak_blocks_in_use)
+        self.manager.begin()
+
+    def commit(self) -> None:
+        self._saved = None
+        self.manager.commit()
+
+    def rollback(self) -> None:
+        """Every table, length and block count as at begin()."""
+        saved, self._saved = self._saved, None
+        self.manager.rollback()
+        if saved is None:
+            return
+        self.block_tables, self.seq_lens, tokens, hashes, self.peak_blocks_in_use = saved
+        for saved_lists in (tokens, hashes):
+            for lst, n in saved_lists.values():
+                del lst[n:]                              # the lists only grow within a step
+        self.seq_tokens = {s: lst for s, (lst, _) in tokens.items()}
+        self.seq_hashes = {s: lst for s, (lst, _) in hashes.items()}
 
     def free(self, seq_id: int) -> None:
         """Return a finished (or preempted) sequence's blocks to the pool. The last blocks are

@@ -70,7 +70,8 @@ class Model:
         T, D, H, KVH, hd = len(batch.tokens), c.dim, c.n_heads, c.n_kv_heads, c.head_dim
         if T == 0:
             raise ValueError("empty batch")
-        if self.decode_plan is not None and T == len(batch.cu_seqlens_q) - 1:   # every sequence decodes one token
+        if self.decode_plan is not None and T == len(batch.cu_seqlens_q) - 1 \
+                and batch.cu_seqlens_q.tolist() == list(range(T + 1)):         # every sequence decodes one token
             logits = A.empty((T, c.vocab_size))                                 # (B, vocab); ids checked in C
             ops.decode_step(logits, batch.tokens, batch.positions, batch.slot_mapping, batch.block_tables,
                             batch.context_lens, cache.k, cache.v, self.decode_plan)
@@ -80,6 +81,9 @@ class Model:
                              f"[{batch.tokens.min()}, {batch.tokens.max()}]")
         scale = 1.0 / np.sqrt(hd)
         q_lens = batch.q_lens                                   # (B,)
+        if q_lens.min() < 1 or batch.cu_seqlens_q[0] != 0 or batch.cu_seqlens_q[-1] != T:
+            raise ValueError(f"cu_seqlens_q {batch.cu_seqlens_q.tolist()} must rise from 0 to the {T} tokens "
+                             "by at least 1 per sequence (a sequence without new tokens has no logits)")
         decode_seqs = np.flatnonzero(q_lens == 1)               # sequences with one new token
         prefill_seqs = np.flatnonzero(q_lens != 1)
         decode_rows = batch.cu_seqlens_q[decode_seqs]           # (B_dec,) their rows in T

@@ -41,6 +41,14 @@ def index(name: str, arr, ndim: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def disjoint(out_name: str, out: np.ndarray, **inputs) -> None:
+    """out's bytes overlap none of the inputs' (the C backend refuses the same calls; a kernel that
+    reads an input after writing out would compute from its own partial output)."""
+    for name, a in inputs.items():
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{out_name} must not overlap {name}")
+
+
 def in_range(name: str, idx: np.ndarray, lo: int, hi: int) -> None:
     """Every value of idx in [lo, hi)."""
     if idx.size and (idx.min() < lo or idx.max() >= hi):

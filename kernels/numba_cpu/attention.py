@@ -219,6 +219,7 @@ def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q
                          "(queries are the last positions of the context)")
     chk.block_tables_used(block_tables, -(-ctx // bs), num_blocks)
     scale = chk.finite_float("scale", scale)
+    chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
     if B and q_lens.sum() and out.size:
         args = (out, q, k_cache, v_cache, block_tables, cu, ctx, scale, group, query_tile(group))
         pairs = int(np.dot(q_lens, ctx))                       # (query, key) pairs, causal mask ignored

@@ -55,9 +55,11 @@ def _decode_split(q, k_cache, v_cache, block_table, b, k_lo, k_hi, scale, qs, s,
         for h in range(H):
             mt = s[h, 0]
             for j in range(1, nj):
-                if s[h, j] > mt:
+                if s[h, j] > mt or s[h, j] != s[h, j]:          # NaN propagates (docs/numerics.md)
                     mt = s[h, j]
-            m_new = max(pm[h], mt)
+            m_new = pm[h]
+            if mt > m_new or mt != mt:
+                m_new = mt
             alpha = np.exp(pm[h] - m_new)
             total = exp_sum_inplace(s[h], nj, m_new)
             pl[h] = pl[h] * alpha + total
@@ -146,7 +148,7 @@ def _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, spl
                       pm[b, sp], pl[b, sp], pacc[b, sp])
 
 
-@njit(cache=True, fastmath=SUM)
+@njit(cache=True, fastmath=SUM, error_model="numpy")          # 1 / 0 is inf (IEEE), never an exception
 def _combine(bh, out, pm, pl, pacc):
     # out[b, h] from the splits' partials, weighted by exp(m_split - max m); empty splits have l = 0
     H = out.shape[1]
@@ -154,13 +156,14 @@ def _combine(bh, out, pm, pl, pacc):
     h = bh - b * H
     m = -np.inf
     for sp in range(pm.shape[1]):
-        m = max(m, pm[b, sp, h])
+        if pm[b, sp, h] > m or pm[b, sp, h] != pm[b, sp, h]:   # NaN propagates
+            m = pm[b, sp, h]
     total = np.float32(0.0)
     hd = out.shape[2]
     for d in range(hd):
         out[b, h, d] = np.float32(0.0)
     for sp in range(pm.shape[1]):
-        if pl[b, sp, h] > 0:
+        if not pl[b, sp, h] == 0:                              # empty splits have l = 0; NaN counts
             w = np.exp(pm[b, sp, h] - m)
             total += w * pl[b, sp, h]
             for d in range(hd):
@@ -223,6 +226,7 @@ def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens,
         raise ValueError(f"context_lens must be >= 1 (the query's own K/V is cached), got {context_lens.min()}")
     chk.block_tables_used(block_tables, -(-context_lens // bs), num_blocks)
     scale = chk.finite_float("scale", scale)
+    chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
     if out.size:
         args = (out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys_for(bs))
         work = int(context_lens.sum()) * q.shape[1] * hd

@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from . import _checks as chk
 from .norm_rope import row_chunks
-from .simd import (f32x16_add, f32x16_div, f32x16_exp, f32x16_load_masked, f32x16_mul, f32x16_splat,
+from .simd import (f32x16_add, f32x16_div, f32x16_exp, f32x16_load_masked, f32x16_max, f32x16_mul, f32x16_splat,
                    f32x16_store_masked, f32x16_sub, f32x16_zero)
 
 
@@ -38,12 +38,15 @@ def embedding(out, tokens, table):
 def _silu_mul_span(out, gate, up, lo, hi):
     # out, gate, up: (n,) float32 flat; elements lo:hi, 16 lanes at a time (vector exp), a masked tail
     one = f32x16_splat(np.float32(1.0))
+    lowest = f32x16_splat(np.float32(-3.4028234663852886e38))
     zero = np.float32(0.0)
     for i in range(lo, hi, 16):
         n = min(16, hi - i)
         g = f32x16_load_masked(gate, i, n, zero)
         sig = f32x16_div(one, f32x16_add(one, f32x16_exp(f32x16_sub(f32x16_zero(), g))))
-        f32x16_store_masked(out, i, n, f32x16_mul(f32x16_mul(g, sig), f32x16_load_masked(up, i, n, zero)))
+        # silu(-inf) = 0: -inf is raised to -FLT_MAX (sigmoid(-inf) = 0 makes it -0); NaN stays NaN
+        gc = f32x16_max(g, lowest)
+        f32x16_store_masked(out, i, n, f32x16_mul(f32x16_mul(gc, sig), f32x16_load_masked(up, i, n, zero)))
 
 
 @njit(cache=True, parallel=True)

@@ -98,12 +98,14 @@ def check_matmul_io(out, x, N: int, K: int):
     if x.shape[1] != K:
         raise ValueError(f"x has K={x.shape[1]}, the weight has K={K}")
     chk.shape("out", out, (x.shape[0], N), " (T, N)")
+    chk.disjoint("out", out, x=x)
 
 
 def matmul(out, x, w):
     """out: (T, N) float32; x: (T, K); w: (N, K) float32. out = x @ w.T"""
     chk.f32("w", w, 2)
     check_matmul_io(out, x, *w.shape)
+    chk.disjoint("out", out, w=w)
     T, K = x.shape
     if T == 0 or w.shape[0] == 0:
         return out

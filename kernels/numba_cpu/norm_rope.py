@@ -122,6 +122,8 @@ def rope(out, x, positions, head_dim, theta):
     if head_dim % 2 or x.shape[1] % head_dim:
         raise ValueError(f"head_dim={head_dim} must be even and divide x's width {x.shape[1]}")
     theta = chk.finite_float("theta", theta, positive=True)
+    if out is not x:
+        chk.disjoint("out", out, x=x)
     n = row_chunks(*x.shape)
     freq = rope_freqs(head_dim, theta)
     if n == 1:

@@ -25,11 +25,15 @@ def _quantize_rows(xq, xs, x, G, t0, t1):
             amax = np.float32(0.0)
             for j in range(G):
                 a = abs(xg[j])
-                if a > amax:
+                if a > amax or a != a:                  # a NaN sticks
                     amax = a
+            qg = xq[t, g * G:(g + 1) * G]
+            if not amax <= np.float32(3.4028235e38):    # inf or NaN: the reference's row is NaN (s = NaN, q = 0)
+                qg[:] = 0
+                xs[t, g] = np.float32(np.nan)
+                continue
             s = amax / np.float32(127.0)
             safe = s if s != 0 else np.float32(1.0)
-            qg = xq[t, g * G:(g + 1) * G]
             for j in range(G):
                 qg[j] = np.int8(np.rint(xg[j] / safe))
             xs[t, g] = s

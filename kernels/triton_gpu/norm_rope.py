@@ -74,7 +74,7 @@ def _rope_kernel(out, x, positions, freqs, T, n_pairs, stride_x, stride_o,
 
 @triton.jit
 def _elementwise_kernel(out, a, b, n, OP: tl.constexpr, BLOCK_E: tl.constexpr):
-    """OP 0: out = a + b; OP 1: out = silu(a) * b = a * (1 / (1 + exp(-a))) * b."""
+    """OP 0: out = a + b; OP 1: out = silu(a) * b = a * (1 / (1 + exp(-a))) * b, silu(-inf) = 0."""
     i = tl.program_id(0).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
     ok = i < n
     av = tl.load(a + i, mask=ok, other=0.0).to(tl.float32)
@@ -82,7 +82,8 @@ def _elementwise_kernel(out, a, b, n, OP: tl.constexpr, BLOCK_E: tl.constexpr):
     if OP == 0:
         r = av + bv
     else:
-        r = av * (1.0 / (1.0 + tl.exp(-av))) * bv
+        silu = tl.where(av == float("-inf"), 0.0, av * (1.0 / (1.0 + tl.exp(-av))))   # silu(-inf) = 0
+        r = silu * bv
     tl.store(out + i, r.to(out.dtype.element_ty), mask=ok)
 
 

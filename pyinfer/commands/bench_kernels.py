@@ -3,6 +3,7 @@ with a progress display and the markdown table at the end."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,10 @@ class _Progress:
 
 
 def _bench_kernels(args) -> int:
+    try:
+        re.compile(args.only)
+    except re.error as e:
+        raise ValueError(f"--only {args.only!r} is not a regular expression: {e}") from None
     if not SCRIPT.exists():
         raise OSError(f"the benchmark script is not here ({SCRIPT}): run from a source checkout of pyinfer")
     sys.path.insert(0, str(SCRIPT.parent))

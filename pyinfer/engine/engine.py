@@ -14,12 +14,14 @@ from typing import Callable
 
 from ..config import SamplingParams
 from ..model import Model
-from ..sampling import Sampler
+from ..sampling import NonFiniteLogitsError, Sampler
+from ..tokenizer import check_tokenizer_matches
 from .config import EngineConfig
 from .model_runner import ModelRunner, batch_invariant_model, make_cache
 from .scheduler import Scheduler
 from .sequence import (RequestOutput, Sequence, check_params, check_prompt_ids,
                        max_cache_tokens)
+from .transaction import StepTransaction
 
 
 class Engine:
@@ -27,6 +29,8 @@ class Engine:
                  clock: Callable[[], float] = time.perf_counter):
         self.config = config or EngineConfig()
         self.model = batch_invariant_model(model) if self.config.batch_invariant else model
+        if tokenizer is not None:
+            check_tokenizer_matches(tokenizer, model.config.vocab_size)
         self.tokenizer = tokenizer
         self.clock = clock
         c = model.config
@@ -78,7 +82,22 @@ class Engine:
     # ---- one step ----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Schedule, run one forward pass, sample; the requests that finished in this step."""
+        """Schedule, run one forward pass, sample; the requests that finished in this step.
+
+        A transaction: if anything raises inside (a kernel error, MemoryError, KeyboardInterrupt),
+        the engine is put back as it was before the step and the exception reaches the caller; the
+        next step() continues correctly. A request whose own logits are not finite is finished
+        with finish_reason "error" (and the message in ``error``) while the others go on."""
+        txn = StepTransaction(self)
+        try:
+            finished = self._step(txn)
+        except BaseException:
+            txn.rollback()
+            raise
+        txn.commit()
+        return finished
+
+    def _step(self, txn: StepTransaction) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
         if not batch.seqs:
             if self.scheduler.has_unfinished():
@@ -94,16 +113,22 @@ class Engine:
             seq.num_computed_tokens += n
             if seq.num_computed_tokens < seq.num_tokens:
                 continue                                                  # a prompt chunk, more to come
-            token = seq.sampler.sample(logits[i])
-            seq.token_times_s.append(now)
-            if token in seq.params.stop_token_ids:
-                seq.finish_reason = "stop"
+            if not seq.sampler.is_greedy:
+                txn.save_rng(seq)
+            try:
+                token = seq.sampler.sample(logits[i], where=f"engine step {self.num_steps}, request {seq.seq_id}")
+            except NonFiniteLogitsError as e:                             # this request's own data: it alone ends
+                seq.finish_reason, seq.error = "error", str(e)
             else:
-                seq.token_ids.append(token)
-                if len(seq.token_ids) - len(seq.prompt_ids) >= seq.params.max_tokens:
-                    seq.finish_reason = "length"
-                elif seq.num_tokens > max_seq_len:
-                    seq.finish_reason = "context"
+                seq.token_times_s.append(now)
+                if token in seq.params.stop_token_ids:
+                    seq.finish_reason = "stop"
+                else:
+                    seq.token_ids.append(token)
+                    if len(seq.token_ids) - len(seq.prompt_ids) >= seq.params.max_tokens:
+                        seq.finish_reason = "length"
+                    elif seq.num_tokens > max_seq_len:
+                        seq.finish_reason = "context"
             if seq.finish_reason is not None:
                 seq.finish_s = now
                 self.scheduler.finish(seq)
@@ -122,7 +147,7 @@ class Engine:
             stream = self.tokenizer.stream(prev_token=seq.prompt_ids[-1])
             text = "".join(stream.feed(t) for t in seq.output_ids) + stream.flush()
         return RequestOutput(request_id=seq.seq_id, prompt_ids=list(seq.prompt_ids), output_ids=seq.output_ids,
-                             finish_reason=seq.finish_reason, metrics=seq.metrics(), text=text)
+                             finish_reason=seq.finish_reason, metrics=seq.metrics(), text=text, error=seq.error)
 
     # ---- reporting ---------------------------------------------------------------------------
 

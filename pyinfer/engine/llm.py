@@ -37,11 +37,13 @@ class LLM:
             from ..threads import ensure
             self.threads = ensure(threads)
             self.engine = Engine(model, tokenizer, config)
-        else:
+        elif tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             from ..api import load
             gen = load(model, tokenizer=tokenizer, preset=preset, backend=backend, seed=seed, threads=threads)
             self.threads = gen.threads
             self.engine = Engine(gen.model, gen.tokenizer, config)
+        else:                                   # a tokenizer object: the Engine checks its vocabulary
+            self.engine = Engine(_load_model(model, preset, backend, seed), tokenizer, config)
 
     def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None,
                  progress: bool | Callable[[int, int], None] = False) -> list[RequestOutput]:
@@ -64,11 +66,31 @@ class LLM:
             raise
         report = progress_bar if progress is True else (progress or None)
         done: dict[int, RequestOutput] = {}
-        while self.engine.has_unfinished():
-            finished = self.engine.step()
-            for out in finished:
-                done[out.request_id] = out
-            if report and finished:
-                report(len(done), len(ids))
+        try:
+            while self.engine.has_unfinished():
+                finished = self.engine.step()
+                for out in finished:
+                    done[out.request_id] = out
+                if report and finished:
+                    report(len(done), len(ids))
+        except BaseException:                   # an error or Ctrl-C: leave no request of this call behind
+            for i in ids:
+                self.engine.abort(i)
+            raise
         return [done[i] for i in ids]
 
+
+def _load_model(model, preset: str | None, backend: str, seed: int) -> Model:
+    """The model alone (its tokenizer is given as an object): a checkpoint or fetched name, else a preset."""
+    from ..config import get_preset
+    from ..fetch import resolve_model_arg
+    from ..loaders import load_checkpoint
+    from ..ops import Ops
+    from ..weights import random_weights
+    if model is not None and preset is not None:
+        raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
+    if model is None:
+        weights = random_weights(get_preset(preset or "toy"), seed=seed)
+    else:
+        weights = load_checkpoint(resolve_model_arg(model)[0])
+    return Model(weights, Ops(backend))

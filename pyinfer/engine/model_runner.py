@@ -38,6 +38,8 @@ class ModelRunner:
         """Logits (B, vocab) of each scheduled sequence's last new token, in batch order."""
         new_tokens = [np.asarray(seq.token_ids[seq.num_computed_tokens:seq.num_computed_tokens + n], np.int64)
                       for seq, n in zip(batch.seqs, batch.num_tokens)]          # B arrays of (n_b,)
-        meta = self.cache.prepare([seq.seq_id for seq in batch.seqs], new_tokens)
+        meta = self.cache.prepare([seq.seq_id for seq in batch.seqs], new_tokens, register=False)
         self.num_forward_passes += 1
-        return self.model.forward(meta, self.cache)                              # (B, vocab)
+        logits = self.model.forward(meta, self.cache)                            # (B, vocab)
+        self.cache.register_full_blocks(meta.seq_ids)     # their K/V is written now: shareable
+        return logits

@@ -11,17 +11,21 @@ import numpy as np
 from ..config import SamplingParams
 from ..kernels import reference as ref
 from ..ops import Ops
+from ..sampling import check_logits_max, is_greedy
 
 
-def sampling_probs(logits: np.ndarray, params: SamplingParams, ops: Ops) -> np.ndarray:
-    """logits: (V,) -> (V,) float64 probabilities summing to 1."""
+def sampling_probs(logits: np.ndarray, params: SamplingParams, ops: Ops, where: str = "") -> np.ndarray:
+    """logits: (V,) -> (V,) float64 probabilities summing to 1; NonFiniteLogitsError (naming
+    ``where``) when the logits have no finite maximum."""
     row = np.ascontiguousarray(logits, dtype=np.float32)[None, :]               # (1, V)
-    if params.temperature == 0.0:
+    if is_greedy(params.temperature):
         idx = np.empty(1, np.int64)
         ops.argmax(idx, row)
+        check_logits_max(row[0, idx[0]], row, where)
         probs = np.zeros(row.shape[1], np.float64)
         probs[idx[0]] = 1.0
         return probs
+    check_logits_max(row.max(), row, where)
     soft = np.empty_like(row)
     ops.softmax(soft, row, params.temperature)
     probs = ref.top_p_filter(ref.top_k_filter(soft[0].astype(np.float64), params.top_k), params.top_p)

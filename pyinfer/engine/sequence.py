@@ -40,6 +40,7 @@ class Sequence:
     num_preemptions: int = 0
     num_cached_tokens: int = 0      # prompt tokens found in the prefix cache at first admission
     num_prefill_chunks: int = 0     # forward passes that computed part of the prompt (or a recompute)
+    error: str | None = None        # why it finished with finish_reason "error"
 
     def __post_init__(self):
         if not self.token_ids:
@@ -74,9 +75,11 @@ class RequestOutput:
     request_id: int
     prompt_ids: list[int]
     output_ids: list[int]
-    finish_reason: str          # "stop" (a stop token), "length" (max_tokens), "context" (model context full)
+    finish_reason: str          # "stop" (a stop token), "length" (max_tokens), "context" (model context full),
+                                # "error" (its logits were not finite: ``error`` says where)
     metrics: RequestMetrics
     text: str | None = None
+    error: str | None = None
 
 
 def max_cache_tokens(prompt_len: int, max_tokens: int, max_seq_len: int) -> int:

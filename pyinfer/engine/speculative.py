@@ -25,6 +25,7 @@ import numpy as np
 from ..config import SamplingParams
 from ..kv_cache import PagedKVCache
 from ..model import Model
+from ..sampling import is_greedy
 from ..weights import ModelWeights
 from .model_runner import batch_invariant_model, make_cache
 from .probs import sample_from, sampling_probs
@@ -169,7 +170,8 @@ class SpeculativeDecoder:
         logits = self.target.forward(tcache.prepare([s.sid for s in seqs], [s.tokens for s in seqs]), tcache)
         stats.target_passes += 1
         for s, row in zip(seqs, logits):
-            self._emit(s, [sample_from(sampling_probs(row, s.params, self.target.ops), s.rng)], stats)
+            self._emit(s, [sample_from(sampling_probs(row, s.params, self.target.ops, f"prefill of sequence {s.sid}"), s.rng)],
+                       stats)
         active = [s for s in seqs if s.finish_reason is None]
         while active:
             ks = [min(k, s.params.max_tokens - s.n_out - 1, c.max_seq_len - len(s.tokens)) for s in active]
@@ -179,9 +181,10 @@ class SpeculativeDecoder:
             rows = self.target.forward(meta, tcache, all_logits=True)                        # (T, V)
             stats.target_passes += 1
             for s, k_i, end in zip(active, ks, meta.cu_seqlens_q[1:]):
-                p = np.stack([sampling_probs(r, s.params, self.target.ops) for r in rows[end - k_i - 1:end]])
+                p = np.stack([sampling_probs(r, s.params, self.target.ops, f"verification of sequence {s.sid}")
+                              for r in rows[end - k_i - 1:end]])
                 q = np.stack(s.q) if k_i else np.zeros((0, p.shape[1]))
-                m, nxt = verify_draft(s.draft_tokens, q, p, s.rng, s.params.temperature == 0.0)
+                m, nxt = verify_draft(s.draft_tokens, q, p, s.rng, is_greedy(s.params.temperature))
                 stats.rounds += 1
                 stats.evaluated += min(m + 1, k_i)
                 stats.accepted += m
@@ -211,7 +214,7 @@ class SpeculativeDecoder:
             stats.draft_passes += 1
             for s, row, f in zip(group, logits, fed):
                 s.draft_computed += len(f)
-                q = sampling_probs(row, s.params, self.draft.ops)
+                q = sampling_probs(row, s.params, self.draft.ops, f"draft of sequence {s.sid}")
                 s.q.append(q)
                 s.draft_tokens.append(sample_from(q, s.rng))
                 stats.proposed += 1

@@ -27,7 +27,7 @@ BOS_ID, FIRST_ORDINARY_ID = 1, 3
 @dataclass(frozen=True)
 class LengthDist:
     """``N`` or ``fixed:N``, ``uniform:LO:HI`` (inclusive), ``normal:MEAN:STD``, ``exp:MEAN``;
-    samples are rounded and clipped to at least 1."""
+    samples are rounded and clipped to at least 1 (a normal or exponential tail's draws below 1)."""
     kind: str
     a: float
     b: float = 0.0
@@ -36,18 +36,20 @@ class LengthDist:
     def parse(cls, spec: str) -> "LengthDist":
         parts = str(spec).split(":")
         try:
-            if len(parts) == 1:
-                return cls("fixed", float(parts[0]))
-            kind, nums = parts[0], [float(x) for x in parts[1:]]
+            kind, nums = ("fixed", [float(parts[0])]) if len(parts) == 1 else (parts[0], [float(x) for x in parts[1:]])
         except ValueError:
             raise ValueError(f"bad length distribution {spec!r}: numbers expected") from None
         want = {"fixed": 1, "uniform": 2, "normal": 2, "exp": 1}
         if kind not in want or len(nums) != want[kind]:
             raise ValueError(f"bad length distribution {spec!r}; use N, fixed:N, uniform:LO:HI, "
                              "normal:MEAN:STD or exp:MEAN")
+        if not all(math.isfinite(x) for x in nums):
+            raise ValueError(f"bad length distribution {spec!r}: finite numbers expected")
+        if kind in ("fixed", "uniform") and not all(x == int(x) for x in nums):
+            raise ValueError(f"bad length distribution {spec!r}: lengths are whole numbers")
         d = cls(kind, *nums)
-        if d.a < (0 if kind == "normal" else 1) or (kind == "uniform" and d.b < d.a) or d.b < 0:
-            raise ValueError(f"bad length distribution {spec!r}: lengths must be >= 1 and LO <= HI")
+        if d.a < 1 or (kind == "uniform" and d.b < d.a) or d.b < 0:
+            raise ValueError(f"bad length distribution {spec!r}: lengths (and a mean) must be >= 1 and LO <= HI")
         return d
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -82,7 +84,11 @@ def synthetic_trace(num_requests: int, rate_per_s: float, prompt_len: LengthDist
     rng = np.random.default_rng(seed)
     gaps = np.zeros(num_requests) if math.isinf(rate_per_s) else rng.exponential(1.0 / rate_per_s, num_requests)
     arrivals = np.concatenate([[0.0], np.cumsum(gaps[1:])])                         # (n,)
-    p_lens = np.minimum(prompt_len.sample(rng, num_requests), max_seq_len)
+    p_lens = prompt_len.sample(rng, num_requests)
+    if p_lens.max() > max_seq_len:
+        raise ValueError(f"prompt length {prompt_len} drew {int((p_lens > max_seq_len).sum())} of {num_requests} "
+                         f"prompts longer than the model's context of {max_seq_len} (up to {int(p_lens.max())}); "
+                         "lower it (a prompt is never cut)")
     o_lens = output_len.sample(rng, num_requests)
     out = []
     for t, p, o in zip(arrivals, p_lens, o_lens):

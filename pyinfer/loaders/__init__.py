@@ -9,6 +9,7 @@ import os
 
 from ..weights import ModelWeights
 from . import llama2c
+from .common import check_finite_weights
 from .hf import load_hf, save_hf
 from .llama2c import (Q80Checkpoint, read_legacy, read_v1, read_v2, read_v2_q80, write_legacy,
                       write_v1, write_v2)
@@ -44,9 +45,13 @@ def detect_format(path: str | os.PathLike) -> str:
 _LOADERS = {"legacy": read_legacy, "v1": read_v1, "v2": read_v2, "hf": load_hf, "npz": load_npz}
 
 
-def load_checkpoint(path: str | os.PathLike) -> ModelWeights:
-    """float32 ModelWeights from any supported checkpoint (v2 is dequantized)."""
-    return _LOADERS[detect_format(path)](path)
+def load_checkpoint(path: str | os.PathLike, allow_nonfinite: bool = False) -> ModelWeights:
+    """float32 ModelWeights from any supported checkpoint (v2 is dequantized). Weights holding NaN or
+    inf are refused unless ``allow_nonfinite`` (for inspecting a broken checkpoint)."""
+    weights = _LOADERS[detect_format(path)](path)
+    if not allow_nonfinite:
+        check_finite_weights(weights, os.fspath(path))
+    return weights
 
 
 def save_checkpoint(weights: ModelWeights, path: str | os.PathLike, format: str, *,

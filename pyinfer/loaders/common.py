@@ -59,6 +59,20 @@ def assemble(config: ModelConfig, tensors: dict[str, np.ndarray], source: str = 
     return pack_weights(ModelWeights(config, emb, layers, get("norm"), output))
 
 
+def check_finite_weights(weights: ModelWeights, source: str = "") -> None:
+    """ValueError naming the first tensor holding NaN or inf (a quantized one: its scales). A loader
+    refuses such a checkpoint unless asked not to (allow_nonfinite=True, for inspecting it): NaN
+    would otherwise flow silently into every logit it reaches (docs/numerics.md)."""
+    flat = flatten(weights)
+    flat.setdefault("output", weights.output)
+    for name, a in flat.items():
+        arr = getattr(a, "scales", a)                      # a QTensor's float part
+        if not np.isfinite(arr).all():
+            nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+            raise ValueError(f"tensor {name}{' in ' + source if source else ''} holds {nan} NaN and {inf} "
+                             f"infinite value(s); pass allow_nonfinite=True to load it anyway (for inspection)")
+
+
 def config_from_header(path: str | os.PathLike, **fields) -> ModelConfig:
     """ModelConfig from header fields; an implausible one is a ValueError naming file and field."""
     fields.setdefault("name", os.path.splitext(os.path.basename(os.fspath(path)))[0] or "custom")

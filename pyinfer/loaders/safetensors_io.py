@@ -6,9 +6,11 @@ The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, e
 relative to the start of the data section; an optional "__metadata__" entry maps str -> str.
 Data is little-endian and row-major.
 
-Supported dtypes: F32, F16, I8 (returned as such) and BF16 (returned widened to float32: numpy
-has no bfloat16, and bf16 is the top half of a float32, so ``u16 << 16`` viewed as f32 is exact).
-Everything in the header is checked against the file size before any tensor is read.
+Read dtypes: F32, F16, I8 (returned as such) and BF16 (returned widened to float32: numpy has no
+bfloat16, and bf16 is the top half of a float32, so ``u16 << 16`` viewed as f32 is exact); a header
+may name any dtype the safetensors library knows, and only reading such a tensor fails.
+Everything in the header is checked before any tensor is read, as the library checks it: offsets
+within the file, spans matching shape x dtype, and the tensors tiling the data section exactly.
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ import numpy as np
 DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "I8": np.dtype("i1"),
 }
+# every dtype the safetensors library knows -> bytes per element: a header may name any of them (the
+# offsets are checked with it); reading a tensor whose dtype is not in DTYPES is what fails
+ITEMSIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 # numpy dtype -> safetensors name, for writing
 _WRITE_NAMES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int8): "I8"}
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit
@@ -60,6 +66,9 @@ class SafetensorsFile:
             info = self.tensors[name]
         except KeyError:
             raise ValueError(f"tensor {name!r} is not in {self.path}") from None
+        if info.dtype not in DTYPES:
+            raise ValueError(f"tensor {name!r} in {self.path} has dtype {info.dtype}, which pyinfer does not "
+                             f"read (supported: {', '.join(DTYPES)})")
         stored = DTYPES[info.dtype]
         count = info.nbytes // stored.itemsize
         with open(self.path, "rb") as f:
@@ -104,7 +113,23 @@ def read_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
     data_start = 8 + header_len
     data_size = file_size - data_start
     tensors = {name: _parse_entry(path, name, entry, data_size) for name, entry in header.items()}
+    _check_layout(path, tensors, data_size)
     return tensors, metadata, data_start
+
+
+def _check_layout(path: str, tensors: dict[str, TensorInfo], data_size: int) -> None:
+    """As the safetensors library validates: sorted by offset, the tensors tile the data section
+    exactly (the first at 0, each where the previous ends: no overlap, no hole, no trailing bytes)."""
+    end, prev = 0, None
+    for name, info in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if info.begin != end:
+            what = "overlaps" if info.begin < end else f"leaves a hole of {info.begin - end} bytes after"
+            raise ValueError(f"safetensors file {path}, tensor {name!r}: data_offsets [{info.begin}, {info.end}] "
+                             f"{what} {repr(prev) if prev else 'the start of the data section'}")
+        end, prev = info.end, name
+    if end != data_size:
+        raise ValueError(f"safetensors file {path}: the tensors end at byte {end} of the data section but it "
+                         f"holds {data_size} ({data_size - end} trailing bytes)")
 
 
 def _parse_entry(path: str, name: str, entry, data_size: int) -> TensorInfo:
@@ -112,8 +137,8 @@ def _parse_entry(path: str, name: str, entry, data_size: int) -> TensorInfo:
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise ValueError(f"{where}: entry must have dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPES:
-        raise ValueError(f"{where}: unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
+    if dtype not in ITEMSIZES:
+        raise ValueError(f"{where}: unknown dtype {dtype!r} (safetensors knows {', '.join(ITEMSIZES)})")
     if not (isinstance(shape, list) and all(_is_uint(d) for d in shape)):
         raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative ints")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)):
@@ -122,7 +147,7 @@ def _parse_entry(path: str, name: str, entry, data_size: int) -> TensorInfo:
     if not begin <= end <= data_size:
         raise ValueError(f"{where}: data_offsets [{begin}, {end}] fall outside the data section "
                          f"of {data_size} bytes")
-    expected = int(np.prod(shape, dtype=object)) * DTYPES[dtype].itemsize
+    expected = int(np.prod(shape, dtype=object)) * ITEMSIZES[dtype]
     if end - begin != expected:
         raise ValueError(f"{where}: data_offsets span {end - begin} bytes but shape {shape} of "
                          f"{dtype} needs {expected}")
