@@ -43,6 +43,8 @@ class LLM:
             self.threads = gen.threads
             self.engine = Engine(gen.model, gen.tokenizer, config)
         else:                                   # a tokenizer object: the Engine checks its vocabulary
+            from ..threads import ensure
+            self.threads = ensure(threads)
             self.engine = Engine(_load_model(model, preset, backend, seed), tokenizer, config)
 
     def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None,
@@ -80,12 +82,12 @@ class LLM:
         return [done[i] for i in ids]
 
 
-def _load_model(model, preset: str | None, backend: str, seed: int) -> Model:
+def _load_model(model, preset: str | None, backend: str | None, seed: int) -> Model:
     """The model alone (its tokenizer is given as an object): a checkpoint or fetched name, else a preset."""
     from ..config import get_preset
     from ..fetch import resolve_model_arg
     from ..loaders import load_checkpoint
-    from ..ops import Ops
+    from ..ops import Ops, resolve_backend
     from ..weights import random_weights
     if model is not None and preset is not None:
         raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
@@ -93,4 +95,4 @@ def _load_model(model, preset: str | None, backend: str, seed: int) -> Model:
         weights = random_weights(get_preset(preset or "toy"), seed=seed)
     else:
         weights = load_checkpoint(resolve_model_arg(model)[0])
-    return Model(weights, Ops(backend))
+    return Model(weights, Ops(resolve_backend(backend)))
