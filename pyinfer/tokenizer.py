@@ -254,5 +254,6 @@ def check_tokenizer_matches(tokenizer: _TokenizerBase, vocab_size: int) -> None:
     (real checkpoints pad it: Qwen2 has 151,936 rows for 151,665 tokens). llama2.c's format reads
     exactly the model's vocab_size tokens, so for it the sizes are equal."""
     if tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens (ids up to {tokenizer.vocab_size - 1}) "
-                         f"but the model's vocab_size is {vocab_size}: they do not match")
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                         f"{vocab_size} (the tokenizer's ids go up to {tokenizer.vocab_size - 1}): "
+                         "they do not match")

@@ -99,7 +99,7 @@ def resolve_tokenizer(tokenizer: str | os.PathLike | None, model_path: str | os.
 def with_stop_ids(params, tokenizer):
     """SamplingParams with stop_token_ids filled in from the tokenizer (its model's EOS ids) when
     unset (None); llama2.c's BOS/EOS (1, 2) when there is no tokenizer."""
-    if params.stop_token_ids is not None:
+    if getattr(params, "stop_token_ids", ()) is not None:     # set, or not SamplingParams (checked later)
         return params
     return replace(params, stop_token_ids=stop_ids_of(tokenizer))
 

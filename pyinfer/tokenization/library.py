@@ -17,28 +17,37 @@ from .special import SpecialTokens, read_special_tokens
 class WindowStream:
     """Incremental detokenization as vLLM does it: decode a short window of ids before and after
     the last emitted one and emit the difference, holding text back while it ends in an incomplete
-    UTF-8 sequence (U+FFFD). ``prev_token`` is context (e.g. BOS): its own text is not emitted."""
+    UTF-8 sequence (U+FFFD). ``prev_token`` is context (e.g. BOS): its own text is not emitted.
+    flush() emits what the full decode has beyond what was emitted, so joining every feed() and the
+    flush() equals decode(ids) minus the context's text."""
 
     def __init__(self, tokenizer, prev_token: int = -1):
         self.tokenizer = tokenizer
         self.ids: list[int] = [] if prev_token == -1 else [prev_token]
+        self.context = len(self.ids)
         self.prefix_offset, self.read_offset = 0, len(self.ids)
-
-    def _step(self, final: bool) -> str:
-        prefix = self.tokenizer.decode(self.ids[self.prefix_offset:self.read_offset])
-        text = self.tokenizer.decode(self.ids[self.prefix_offset:])
-        if len(text) > len(prefix) and (final or not text.endswith("\ufffd")) and text.startswith(prefix):
-            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
-            return text[len(prefix):]
-        return ""
+        self.emitted = ""
 
     def feed(self, token: int) -> str:
         self.tokenizer._check_id(token)
         self.ids.append(token)
-        return self._step(final=False)
+        prefix = self.tokenizer.decode(self.ids[self.prefix_offset:self.read_offset])
+        text = self.tokenizer.decode(self.ids[self.prefix_offset:])
+        if len(text) > len(prefix) and not text.endswith("\ufffd") and text.startswith(prefix):
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+            self.emitted += text[len(prefix):]
+            return text[len(prefix):]
+        return ""
 
     def flush(self) -> str:
-        return self._step(final=True)
+        full = self.tokenizer.decode(self.ids)
+        context = self.tokenizer.decode(self.ids[:self.context])
+        target = full[len(context):] if full.startswith(context) else full
+        if not target.startswith(self.emitted):
+            return ""                        # what was emitted cannot be taken back
+        rest, self.emitted = target[len(self.emitted):], target
+        self.prefix_offset, self.read_offset = max(len(self.ids) - 1, 0), len(self.ids)
+        return rest
 
 
 class _LibraryTokenizer:
@@ -78,9 +87,12 @@ class _LibraryTokenizer:
 
 
 class HFTokenizer(_LibraryTokenizer):
-    """``tokenizer.json`` through the ``tokenizers`` library, with the post-processor transformers
-    builds: when tokenizer_config.json sets add_bos_token / add_eos_token (or tokenizer.json has no
-    post-processor) the BOS / EOS template is rebuilt from them, else tokenizer.json's is used."""
+    """``tokenizer.json`` through the ``tokenizers`` library, exactly as the file says: its normalizer,
+    pre-tokenizer, model, post-processor (which adds BOS where the file's template does) and decoder.
+    As in transformers 5, tokenizer_config.json's add_bos_token / add_eos_token do not override a
+    tokenizer.json (transformers drops them when the file exists). Note: transformers 5's
+    model-specific classes (tokenizer_class LlamaTokenizer, ...) may rebuild the pipeline from the
+    vocabulary instead; pyinfer runs the file as written, as PreTrainedTokenizerFast does."""
 
     def __init__(self, path: str, special: SpecialTokens | None = None):
         try:
@@ -94,11 +106,8 @@ class HFTokenizer(_LibraryTokenizer):
             raise ValueError(f"{path} is not a readable tokenizer.json: {e}") from None
         directory = os.path.dirname(os.path.abspath(path))
         special = special or read_special_tokens(directory, tok.token_to_id)
-        cfg = special.tokenizer_config or {}
-        explicit = "add_bos_token" in cfg or "add_eos_token" in cfg
         self._setup(tok, special, os.fspath(path))
-        if explicit or tok.post_processor is None:
-            self._set_template(bool(cfg.get("add_bos_token")), bool(cfg.get("add_eos_token")))
+        cfg = special.tokenizer_config or {}
         self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False))
 
     @classmethod
