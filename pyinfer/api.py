@@ -63,6 +63,40 @@ class TextGenerator:
         emit(stream.flush())
         return Completion("".join(pieces), result)
 
+    def chat(self, messages, max_tokens: int = 256, params: SamplingParams | None = None,
+             on_text: Callable[[str], None] | None = None, block_size: int = 16) -> Completion:
+        """The assistant's reply to ``messages`` ([{"role", "content"}, ...]) rendered with the model's
+        chat template (pyinfer.chat, as transformers' apply_chat_template(add_generation_prompt=True));
+        up to ``max_tokens`` new tokens, streamed to ``on_text``; only the reply is returned as text.
+        A model without a chat template is refused."""
+        from .chat import chat_prompt_ids
+        params = with_stop_ids(params or SamplingParams(), self.tokenizer)
+        prompt_ids = chat_prompt_ids(self.tokenizer, messages)
+        ctx = self.model.config.max_seq_len
+        if len(prompt_ids) >= ctx:
+            raise ValueError(f"the chat prompt is {len(prompt_ids)} tokens; the model's context is {ctx}")
+        stream = self.tokenizer.stream(prev_token=prompt_ids[-1])
+        pieces: list[str] = []
+        seen = [0]
+
+        def on_token(prev: int, tok: int) -> None:
+            seen[0] += 1
+            if seen[0] >= len(prompt_ids):            # the prompt's own tokens come first: not the reply
+                text = stream.feed(tok)
+                if text:
+                    pieces.append(text)
+                    if on_text:
+                        on_text(text)
+
+        steps = min(len(prompt_ids) + max_tokens - 1, ctx)
+        result = generate(self.model, prompt_ids, steps, params, on_token, block_size)
+        tail = stream.flush()
+        if tail:
+            pieces.append(tail)
+            if on_text:
+                on_text(tail)
+        return Completion("".join(pieces), result)
+
 
 def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
          preset: str | None = None, backend: str = "numpy", seed: int = 0,

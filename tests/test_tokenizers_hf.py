@@ -183,11 +183,12 @@ def test_streaming_equals_decode_and_holds_partial_utf8(request, which, rng):
         assert all("\ufffd" not in p for p in parts[:-1]) or "\ufffd" in tok.decode(ids)
         whole = tok.decode(ids)
         assert "".join(parts) == (whole[len(tok.decode(ids[:1])):] if first_is_bos else whole), text
-    random_ids = [int(i) for i in rng.integers(0, tok.vocab_size, 60)]    # any ids: never raises
+    random_ids = [int(i) for i in rng.integers(0, tok.vocab_size + 9, 60)]   # padded rows too: never raises
     stream = tok.stream()
     assert all(isinstance(stream.feed(t), str) for t in random_ids) and isinstance(stream.flush(), str)
+    assert tok.decode([tok.vocab_size + 3]) == ""             # a padded embedding row has no text
     with pytest.raises(ValueError, match="out of range"):
-        stream.feed(tok.vocab_size)
+        stream.feed(-1)
 
 
 def test_llama2c_tokenizer_keeps_its_stop_ids(stories260k):

@@ -21,6 +21,10 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, printed by run)")
     p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens, 1..256")
+    p.add_argument("--chat", action="store_true",
+                   help="apply the model's chat template (tokenizer_config.json chat_template): --prompt is the "
+                        "user turn, --steps the reply's new tokens; refused for a model without a template")
+    p.add_argument("--system", help="with --chat: a system message before the user turn")
     p.add_argument("--quant", help="quantize linear weights after loading: int8, int8-g32, int4-g32, "
                                    "int4-g128-zp, int4-g32-a8, ... (pyinfer.quant.FORMATS)")
 
@@ -52,8 +56,15 @@ def _run_or_generate(args: argparse.Namespace, report: bool) -> int:
         sys.stdout.write("".join(ch for ch in text if ch.isprintable() or ch in "\n\t"))
         sys.stdout.flush()
 
-    completion = gen.generate(args.prompt, steps=args.steps, params=params, on_text=write,
-                              block_size=args.block_size)
+    if args.system is not None and not args.chat:
+        raise ValueError("--system is a chat message: give it with --chat")
+    if args.chat:
+        from ..chat import chat_messages
+        completion = gen.chat(chat_messages(args.prompt, args.system), max_tokens=max(args.steps, 1),
+                              params=params, on_text=write, block_size=args.block_size)
+    else:
+        completion = gen.generate(args.prompt, steps=args.steps, params=params, on_text=write,
+                                  block_size=args.block_size)
     sys.stdout.write("\n")
     if report:
         print(run_report(gen, completion.result, params, block_size=args.block_size))

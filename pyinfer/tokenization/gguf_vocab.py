@@ -164,6 +164,8 @@ class GGUFSpmTokenizer(_TokenizerBase):
         return out
 
     def decode_piece(self, prev_token: int, token: int) -> bytes:
+        if token >= self.vocab_size >= 0 and token >= 0:
+            return b""                         # a padded embedding row: no text
         self._check_id(token)
         kind, text = self.types[token], self.tokens[token]
         if kind == BYTE:

@@ -79,8 +79,15 @@ class _LibraryTokenizer:
         return self.special.chat_template
 
     def _check_id(self, token: int) -> None:
-        if not 0 <= token < self.vocab_size:
+        """A negative id is an error; an id past the vocabulary (a padded embedding row, which a real
+        model never samples but a random one may) has no text, as in the libraries' own decode."""
+        if token < 0:
             raise ValueError(f"token id {token} is out of range for a vocab of {self.vocab_size} tokens")
+
+    def _known(self, ids) -> list[int]:
+        for t in ids:
+            self._check_id(t)
+        return [int(t) for t in ids if t < self.vocab_size]
 
     def stream(self, safe: bool = False, prev_token: int = -1) -> WindowStream:
         return WindowStream(self, prev_token)
@@ -146,9 +153,7 @@ class HFTokenizer(_LibraryTokenizer):
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        for t in ids:
-            self._check_id(t)
-        text = self.tok.decode(list(ids), skip_special_tokens=False)
+        text = self.tok.decode(self._known(ids), skip_special_tokens=False)
         return clean_up_tokenization(text) if self.clean_up_spaces else text
 
 
@@ -209,6 +214,4 @@ class SentencePieceTokenizer(_LibraryTokenizer):
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        for t in ids:
-            self._check_id(t)
-        return self.sp.DecodeIds(list(ids))
+        return self.sp.DecodeIds(self._known(ids))
