@@ -191,14 +191,16 @@ def gguf_bpe_tokenizer(meta: dict, source: str):
     tokens = list(meta["tokenizer.ggml.tokens"])
     types = list(meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens))
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    normal = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty not in (CONTROL, USER_DEFINED)}
-    tok = Tokenizer(models.BPE(vocab=normal, merges=merges, ignore_merges=BPE_IGNORE_MERGES[pre]))
+    vocab = {t: i for i, t in enumerate(tokens)}       # special tokens too: added tokens keep these ids
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{source}: the GGUF vocabulary holds a token text twice")
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=BPE_IGNORE_MERGES[pre]))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(BPE_PRE_REGEX[pre]), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     added = sorted((i for i, ty in enumerate(types) if ty in (CONTROL, USER_DEFINED)))
-    for i in added:                      # ids are assigned in order: must land on their GGUF ids
+    for i in added:                      # matched in text before BPE, as llama.cpp's parse_special
         tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)])
         if tok.token_to_id(tokens[i]) != i:
             raise ValueError(f"{source}: GGUF special token {tokens[i]!r} (id {i}) is out of order")
