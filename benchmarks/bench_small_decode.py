@@ -90,7 +90,7 @@ def raw_attention(libs, rng, quick):
             args = [ffi.from_buffer("float[]", a) for a in (out, q, kc, vc)] + \
                    [ffi.from_buffer("int64_t[]", a) for a in (tables, lens)]
             fns[k] = (lambda i, lib=lib, args=args: lib.paged_decode_attention_f32(
-                *args, 1, tables.shape[1], kc.shape[0], 16, H, KVH, hd, 0.3))
+                *args, 1, tables.shape[1], kc.shape[0], 16, H, KVH, hd, 0.3, 0))
         calls = max(3, min(2000, int(3e5 // ctx)))
         med = interleaved(fns, calls // (4 if quick else 1), 5 if quick else 11)
         rows.append({"H": H, "KVH": KVH, "head_dim": hd, "ctx": ctx, "block_size": 16,
