@@ -3,9 +3,12 @@
     read_gguf(path) -> GGUFCheckpoint(weights, metadata, notes)
     load_gguf(path) -> ModelWeights
 
-Tensor names are llama.cpp's (gguf-py constants.TENSOR_NAMES): token_embd, output_norm, output
-(absent: tied to token_embd), blk.{i}.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
-ffn_gate, ffn_down, ffn_up}. Linear weights stored as Q8_0 / Q4_0 stay quantized (int8-g32 /
+Architectures: llama (also Mistral, which llama.cpp writes as llama), qwen2 (+ blk.{i}.attn_{q,k,v}.bias),
+qwen3 (+ blk.{i}.attn_{q,k}_norm.weight); metadata per loaders.gguf_meta. Tensor names are llama.cpp's
+(gguf-py constants.TENSOR_NAMES): token_embd, output_norm, output (absent: tied to token_embd),
+blk.{i}.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_down, ffn_up}, and
+rope_freqs (llama3 RoPE scaling, matched in gguf_meta). q/k rows of NEOX-rope architectures are
+permuted to pyinfer's adjacent pairs. Linear weights stored as Q8_0 / Q4_0 stay quantized (int8-g32 /
 int4-g32-a8, the same bits); F32/F16/BF16 become float32; K-quants are dequantized to float32 and
 listed in ``notes``. A tensor of another type, or a name not in this table, is refused by name.
 """
@@ -27,6 +30,7 @@ LAYER_NAMES = {"attn_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "
                "w3": "ffn_up"}
 LINEAR = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 NO_WEIGHTS = ()          # tensors known to carry no weights (none so far for the supported archs)
+ROPE_FREQS = "rope_freqs.weight"
 
 
 @dataclass
@@ -81,8 +85,13 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     tied = "output.weight" not in tensors
     name = str(meta.get("general.name") or os.path.splitext(os.path.basename(path))[0])
     config = gguf_meta.config_from_gguf(meta, vocab_rows, tied, name)
-    expected = _expected_names(config)
-    unknown = sorted(set(tensors) - set(expected) - set(NO_WEIGHTS))
+    if ROPE_FREQS in tensors:            # llama3 scaling, as llama.cpp's converter stores it
+        scaling = gguf_meta.rope_scaling_from_freqs(gguf_tensors.to_float32(tensors[ROPE_FREQS]),
+                                                    config.head_dim, config.rope_theta)
+        config = gguf_meta.config_from_gguf(meta, vocab_rows, tied, name, rope_scaling=scaling)
+    expected = _expected_names(config, arch)
+    modelled = set(expected) | set(NO_WEIGHTS) | ({ROPE_FREQS} if config.rope_scaling else set())
+    unknown = sorted(set(tensors) - modelled)
     if unknown:
         raise ValueError(f"GGUF tensor(s) not modelled by pyinfer for {arch}: {', '.join(unknown[:8])}"
                          + (f" (and {len(unknown) - 8} more)" if len(unknown) > 8 else ""))
@@ -119,6 +128,12 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
             gname = f"blk.{i}.{theirs}.weight"
             parts[ours] = linear(gname, heads.get(ours, 0)) if ours in LINEAR else \
                 gguf_tensors.to_float32(tensors[gname])
+        for ours, theirs in gguf_meta.ARCH_EXTRAS[arch].items():      # biases, q/k norms: float32
+            vec = gguf_tensors.to_float32(tensors[f"blk.{i}.{theirs}"])
+            if gguf_meta.ROPE_PAIRS[arch] == "halves" and ours != "bv":
+                n = {"bq": config.n_heads, "bk": config.n_kv_heads}.get(ours, 1)   # norms: within a head
+                vec = gguf_tensors.permute_rows(vec.reshape(-1, 1), n).reshape(-1)
+            parts[ours] = vec
         layers.append(LayerWeights(**parts))
     emb_t = tensors["token_embd.weight"]
     emb = gguf_tensors.to_float32(emb_t)                 # a row lookup: dequantized exactly, as ggml's get_rows
@@ -134,9 +149,13 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     return GGUFCheckpoint(weights, meta, notes)
 
 
-def _expected_names(config) -> dict[str, tuple[int, ...]]:
+def _expected_names(config, arch: str) -> dict[str, tuple[int, ...]]:
+    from ..weights import extra_layer_shapes
     from .common import tensor_shapes
     out = {}
+    for ours, shape in extra_layer_shapes(config).items():
+        for i in range(config.n_layers):
+            out[f"blk.{i}.{gguf_meta.ARCH_EXTRAS[arch][ours]}"] = shape
     for flat, shape in tensor_shapes(config).items():
         if flat.startswith("layers."):
             _, i, f = flat.split(".")
