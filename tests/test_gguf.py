@@ -189,7 +189,9 @@ def _write_raw(path, config, float_tensors: dict, raw_tensors: dict, meta: dict 
     ("scaling", "llama.rope.scaling.type = 'yarn' is not modelled"),
     ("softcap", "GGUF key llama.attn_logit_softcapping"),
     ("experts", "llama.expert_count = 8: mixture-of-experts"),
-    ("tensor", "GGUF tensor(s) not modelled by pyinfer for llama: rope_freqs.weight"),
+    ("tensor", "GGUF tensor(s) not modelled by pyinfer for llama: blk.0.attn_q.bias"),
+    ("rope_freqs", "rope_freqs.weight holds per-frequency RoPE factors that are not llama3"),
+    ("window", "GGUF key llama.attention.sliding_window = 16 is not modelled"),
     ("arch", "GGUF architecture 'gemma' is not supported"),
     ("partial_rope", "partial RoPE is not supported"),
 ])
@@ -205,7 +207,11 @@ def test_refusals_name_what_is_not_modelled(tmp_path, rng, case, message):
     elif case == "experts":
         write_gguf(path, weights, meta={"llama.expert_count": 8})
     elif case == "tensor":
-        write_gguf(path, weights, extra_tensors={"rope_freqs.weight": np.ones(8, np.float32)})
+        write_gguf(path, weights, extra_tensors={"blk.0.attn_q.bias": np.ones(64, np.float32)})
+    elif case == "rope_freqs":
+        write_gguf(path, weights, extra_tensors={"rope_freqs.weight": rng.uniform(1, 3, 8).astype(np.float32)})
+    elif case == "window":
+        write_gguf(path, weights, meta={"llama.attention.sliding_window": 16})
     elif case == "arch":
         tensors = flat_tensors(weights)
         _write_raw(path, CONFIG, tensors, {}, arch="gemma")
