@@ -227,6 +227,8 @@ def test_quant_on_a_quantized_gguf_is_refused(tmp_path, rng, capsys):
     write_gguf(tmp_path / "q.gguf", weights, {"blk.0.attn_q.weight": QT.Q8_0}, meta=_byte_vocab_meta(300))
     code = main(["generate", "--model", str(tmp_path / "q.gguf"), "--quant", "int8", "--steps", "4"])
     assert code == 2 and "already quantized" in capsys.readouterr().err
+    code = main(["run", "--model", str(tmp_path / "q.gguf"), "--steps", "4", "--temperature", "0"])
+    assert code == 0 and "kept quantized bit for bit: Q8_0 as int8-g32" in capsys.readouterr().out   # the report
 
 
 def _byte_vocab_meta(n: int) -> dict:
