@@ -135,6 +135,16 @@ def test_q8_0_and_q4_0_stay_quantized_bit_for_bit(tmp_path, rng, qtype, fmt):
     assert np.abs(logits_of(loaded, tokens, "c") - ref).max() <= 0.05 * np.abs(ref).max()
 
 
+def test_config_from_headers_and_requantizing_refused(tmp_path, rng, capsys):
+    from pyinfer.cli import main
+    from pyinfer.loaders.resolve import config_for
+    weights = random_weights(CONFIG, seed=int(rng.integers(1 << 30)))
+    write_gguf(tmp_path / "q.gguf", weights, {"blk.1.ffn_up.weight": QT.Q4_0})
+    assert config_for(str(tmp_path / "q.gguf")) == read_gguf(tmp_path / "q.gguf").weights.config
+    code = main(["quantize", "--model", str(tmp_path / "q.gguf"), "--format", "int8", "--out", str(tmp_path / "x.npz")])
+    assert code == 2 and "already quantized (int4-g32-a8" in capsys.readouterr().err
+
+
 def test_tied_quantized_embedding_is_the_head(tmp_path, rng):
     weights = random_weights(CONFIG.with_(tied_embeddings=True), seed=int(rng.integers(1 << 30)))
     write_gguf(tmp_path / "t.gguf", weights, {"token_embd.weight": QT.Q8_0})

@@ -77,18 +77,10 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     meta = gguf_meta.metadata(reader)
     tensors = {t.name: t for t in reader.tensors}
     arch = gguf_meta.architecture(meta)
-    if "token_embd.weight" not in tensors:
-        raise ValueError(f"GGUF tensor token_embd.weight is missing from {path}")
     for t in tensors.values():
         gguf_tensors.check_type(t)
-    vocab_rows = gguf_tensors.shape_of(tensors["token_embd.weight"])[0]
-    tied = "output.weight" not in tensors
-    name = str(meta.get("general.name") or os.path.splitext(os.path.basename(path))[0])
-    config = gguf_meta.config_from_gguf(meta, vocab_rows, tied, name)
-    if ROPE_FREQS in tensors:            # llama3 scaling, as llama.cpp's converter stores it
-        scaling = gguf_meta.rope_scaling_from_freqs(gguf_tensors.to_float32(tensors[ROPE_FREQS]),
-                                                    config.head_dim, config.rope_theta)
-        config = gguf_meta.config_from_gguf(meta, vocab_rows, tied, name, rope_scaling=scaling)
+    config = _config(meta, tensors, path)
+    tied = config.tied_embeddings
     expected = _expected_names(config, arch)
     modelled = set(expected) | set(NO_WEIGHTS) | ({ROPE_FREQS} if config.rope_scaling else set())
     unknown = sorted(set(tensors) - modelled)
@@ -147,6 +139,28 @@ def read_gguf(path: str | os.PathLike) -> GGUFCheckpoint:
     norm = gguf_tensors.to_float32(tensors["output_norm.weight"])
     weights = pack_weights(ModelWeights(config, emb, layers, norm, output))
     return GGUFCheckpoint(weights, meta, notes)
+
+
+def gguf_config(path: str | os.PathLike):
+    """The ModelConfig of a GGUF from its metadata and tensor shapes (data read: rope_freqs only)."""
+    path = os.fspath(path)
+    reader = _reader(path)
+    return _config(gguf_meta.metadata(reader), {t.name: t for t in reader.tensors}, path)
+
+
+def _config(meta: dict, tensors: dict, path: str):
+    from . import gguf_tensors
+    if "token_embd.weight" not in tensors:
+        raise ValueError(f"GGUF tensor token_embd.weight is missing from {path}")
+    rows = gguf_tensors.shape_of(tensors["token_embd.weight"])[0]
+    name = str(meta.get("general.name") or os.path.splitext(os.path.basename(path))[0])
+    tied = "output.weight" not in tensors
+    config = gguf_meta.config_from_gguf(meta, rows, tied, name)
+    if ROPE_FREQS in tensors:            # llama3 scaling, as llama.cpp's converter stores it
+        scaling = gguf_meta.rope_scaling_from_freqs(gguf_tensors.to_float32(tensors[ROPE_FREQS]),
+                                                    config.head_dim, config.rope_theta)
+        config = gguf_meta.config_from_gguf(meta, rows, tied, name, rope_scaling=scaling)
+    return config
 
 
 def _expected_names(config, arch: str) -> dict[str, tuple[int, ...]]:

@@ -38,6 +38,9 @@ def config_of_path(path: str | os.PathLike):
         return hf.read_config(path)
     if fmt == "npz":
         return _npz_config(os.fspath(path))
+    if fmt == "gguf":
+        from .gguf import gguf_config
+        return gguf_config(path)
     return llama2c._read_header(path, {"legacy": 0, "v1": 1, "v2": 2}[fmt])[0]
 
 
