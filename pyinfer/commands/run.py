@@ -11,7 +11,8 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="checkpoint path (llama2.c .bin, HF dir, .npz) or a fetched name (stories260K)")
     src.add_argument("--preset", choices=sorted(PRESETS), help="shape preset with seeded random weights (default: toy)")
-    p.add_argument("--tokenizer", help="llama2.c tokenizer .bin (default: the fetched one, or one beside the model)")
+    p.add_argument("--tokenizer", help="tokenizer.json, tokenizer.model, llama2.c .bin or a GGUF, told by content "
+                                       "(default: the model directory's own, the fetched one, or a GGUF's embedded one)")
     p.add_argument("--backend", default="numpy", help="kernel backend: numpy, c, numba, triton, triton-fp16 (default: numpy)")
     p.add_argument("--prompt", default="Once upon a time" if not text_only else "", help="prompt text")
     p.add_argument("--steps", type=int, default=256, help="forward positions, prompt included, as llama2.c's -n")

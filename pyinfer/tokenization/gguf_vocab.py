@@ -34,13 +34,23 @@ BPE_PRE_REGEX = {
 BPE_IGNORE_MERGES = {"llama-bpe": True, "qwen2": False}    # llama.cpp's ignore_merges per pre type
 
 
-def _special(meta: dict, tokens: list[str]) -> SpecialTokens:
-    def tid(key):
-        v = meta.get(f"tokenizer.ggml.{key}")
-        return int(v) if v is not None and 0 <= int(v) < len(tokens) else None
+# Texts llama.cpp (llama-vocab.cpp, load) also treats as end of generation when the file lists them
+EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|endoftext|>",
+             "<|end_of_text|>", "<end_of_turn>", "<EOT>", "_<EOT>", "<end_of_utterance>")
+DEFAULT_IDS = {"llama": (1, 2), "gpt2": (11, 11)}     # llama.cpp's defaults when the keys are absent
 
-    bos, eos = tid("bos_token_id"), tid("eos_token_id")
-    stops = [t for t in (eos, tid("eot_token_id"), tid("eom_token_id")) if t is not None]
+
+def _special(meta: dict, tokens: list[str], model: str) -> SpecialTokens:
+    """BOS / EOS from the tokenizer.ggml.*_token_id keys (llama.cpp's defaults when absent); stop ids:
+    EOS, EOT, EOM and every token whose text llama.cpp treats as end of generation."""
+    def tid(key, default=None):
+        v = meta.get(f"tokenizer.ggml.{key}")
+        v = default if v is None else int(v)
+        return v if v is not None and 0 <= v < len(tokens) else None
+
+    bos, eos = tid("bos_token_id", DEFAULT_IDS[model][0]), tid("eos_token_id", DEFAULT_IDS[model][1])
+    eog_by_text = [i for i, t in enumerate(tokens) if t in EOG_TEXTS]
+    stops = [t for t in (eos, tid("eot_token_id"), tid("eom_token_id")) if t is not None] + eog_by_text
     return SpecialTokens(
         bos_token=tokens[bos] if bos is not None else None, eos_token=tokens[eos] if eos is not None else None,
         bos_id=bos, eos_id=eos, stop_ids=tuple(dict.fromkeys(stops)),
@@ -72,7 +82,7 @@ class GGUFSpmTokenizer(_TokenizerBase):
             raise ValueError(f"GGUF tokenizer has {n} tokens but {len(self.scores)} scores and "
                              f"{len(self.types)} token types")
         self.vocab_size = n
-        self.special = _special(meta, self.tokens)
+        self.special = _special(meta, self.tokens, "llama")
         self.bos_id, self.eos_id = self.special.bos_id, self.special.eos_id
         self.stop_ids = self.special.stop_ids
         self.chat_template = self.special.chat_template
@@ -119,7 +129,7 @@ class GGUFSpmTokenizer(_TokenizerBase):
                 fragment = " " + fragment
             out.extend(self._spm(fragment.replace(" ", "\u2581")))
             prev_special = False
-        if eos and self.eos_id is not None:
+        if (eos or (bos and self.add_eos)) and self.eos_id is not None:
             out.append(self.eos_id)
         return out
 
@@ -204,6 +214,7 @@ def gguf_bpe_tokenizer(meta: dict, source: str):
         tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)])
         if tok.token_to_id(tokens[i]) != i:
             raise ValueError(f"{source}: GGUF special token {tokens[i]!r} (id {i}) is out of order")
-    special = _special(meta, tokens)
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
-    return HFTokenizer.from_tokenizer(tok, special, add_bos=add_bos, source=source)
+    special = _special(meta, tokens, "gpt2")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", pre == "llama-bpe"))   # llama.cpp's per-pre default
+    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+    return HFTokenizer.from_tokenizer(tok, special, add_bos=add_bos, add_eos=add_eos, source=source)

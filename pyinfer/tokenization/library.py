@@ -118,11 +118,12 @@ class HFTokenizer(_LibraryTokenizer):
         self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False))
 
     @classmethod
-    def from_tokenizer(cls, tok, special: SpecialTokens, add_bos: bool, source: str) -> "HFTokenizer":
-        """A ready ``tokenizers.Tokenizer`` (e.g. rebuilt from a GGUF vocabulary), BOS added if asked."""
+    def from_tokenizer(cls, tok, special: SpecialTokens, add_bos: bool, source: str,
+                       add_eos: bool = False) -> "HFTokenizer":
+        """A ready ``tokenizers.Tokenizer`` (e.g. rebuilt from a GGUF vocabulary), BOS / EOS added if asked."""
         self = cls.__new__(cls)
         self._setup(tok, special, source)
-        self._set_template(add_bos, False)
+        self._set_template(add_bos, add_eos)
         self.clean_up_spaces = False
         return self
 
