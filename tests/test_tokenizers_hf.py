@@ -194,3 +194,31 @@ def test_streaming_equals_decode_and_holds_partial_utf8(request, which, rng):
 def test_llama2c_tokenizer_keeps_its_stop_ids(stories260k):
     tok = load_tokenizer_file(stories260k["tokenizer"], 512)
     assert (tok.bos_id, tok.eos_id, tuple(tok.stop_ids)) == (1, 2, LLAMA2C_STOP_IDS)
+
+
+def test_model_directory_brings_its_own_tokenizer(tmp_path, byte_level_dir, capsys, rng):
+    """`pyinfer generate --model DIR` with no --tokenizer: DIR's tokenizer.json encodes the prompt,
+    its configs give the stop ids, and the text is the library's decode of the ids."""
+    from pyinfer.api import load
+    from pyinfer.cli import main
+    from pyinfer.config import ModelConfig, SamplingParams
+    from pyinfer.loaders import save_checkpoint
+    from pyinfer.weights import random_weights
+    n = load_tokenizer_file(byte_level_dir, 10_000).vocab_size
+    config = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, vocab_size=n + 30,
+                         max_seq_len=64, tied_embeddings=False)      # a padded embedding
+    save_checkpoint(random_weights(config, seed=int(rng.integers(1 << 30))), tmp_path / "m", "hf")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(byte_level_dir / name, tmp_path / "m" / name)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "m"), "--prompt", "Once upon", "--steps", "12",
+                 "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    gen = load(str(tmp_path / "m"))
+    assert isinstance(gen.tokenizer, HFTokenizer)
+    done = gen.generate("Once upon", steps=12, params=SamplingParams(temperature=0))
+    ids = done.result.prompt_ids + done.result.output_ids[len(done.result.prompt_ids) - 1:]
+    assert done.result.prompt_ids == gen.tokenizer.encode("Once upon")
+    assert done.text == gen.tokenizer.decode(ids)[len("<|begin_of_text|>"):]
+    assert out.rstrip("\n") == "".join(ch for ch in done.text if ch.isprintable() or ch in "\n\t")
+    assert all(t not in gen.tokenizer.stop_ids for t in done.result.output_ids)
