@@ -137,6 +137,8 @@ def test_kind_is_told_by_content_not_name(tmp_path, byte_level_dir, spm_dir, sto
     assert tokenizer_kind(tmp_path / "vocab.bin") == "hf"
     assert tokenizer_kind(tmp_path / "tok.json") == "sentencepiece"
     assert tokenizer_kind(stories260k["tokenizer"]) == "llama2c"
+    (tmp_path / "ten.bin").write_bytes((10).to_bytes(4, "little") + b"\0" * 8)   # max_token_length 10
+    assert tokenizer_kind(tmp_path / "ten.bin") == "llama2c"
     assert isinstance(load_tokenizer_file(tmp_path / "vocab.bin", 1000), HFTokenizer)
 
 

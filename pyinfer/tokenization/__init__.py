@@ -33,7 +33,9 @@ def tokenizer_kind(path: str | os.PathLike) -> str:
         return "gguf"
     if head.lstrip()[:1] == b"{":
         return "hf"
-    if head[:1] == b"\x0a":                 # protobuf field 1 (pieces), length-delimited: ModelProto
+    # SentencePiece ModelProto: field 1 (pieces), length-delimited, a non-zero length next. llama2.c's
+    # .bin starts with int32 max_token_length: 10 would also give 0x0A, but then three zero bytes.
+    if head[:1] == b"\x0a" and head[1:2] != b"\x00":
         return "sentencepiece"
     return "llama2c"
 
