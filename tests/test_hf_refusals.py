@@ -113,7 +113,10 @@ def test_qwen_and_mistral_settings():
         config_from_hf({**qwen3, "attention_bias": True})
     mistral = with_(model_type="mistral", architectures=["MistralForCausalLM"], attention_bias=...,
                     mlp_bias=..., pretraining_tp=..., sliding_window=4096)
-    assert config_from_hf(mistral).sliding_window == 4096
+    assert config_from_hf({**mistral, "max_position_embeddings": 8192}).sliding_window == 4096
+    assert config_from_hf(mistral).sliding_window == 0        # no shorter than the context: masks nothing
+    with pytest.raises(ValueError, match="sliding_window=-3"):
+        config_from_hf({**mistral, "sliding_window": -3})
     assert config_from_hf({**mistral, "sliding_window": None}).sliding_window == 0
     with pytest.raises(ValueError, match="attention_bias are not modelled for mistral"):
         config_from_hf({**mistral, "attention_bias": False})

@@ -154,11 +154,15 @@ def _rope(hf: dict, max_pos: int) -> tuple[float, RopeScaling | None]:
     raise ValueError(f"rope_type {rope_type!r} is not supported (supported: default, linear, llama3)")
 
 
-def _sliding_window(hf: dict, arch: str) -> int:
-    """Mistral: sliding_window on every layer (null: none). Qwen2/3: only when use_sliding_window,
-    which is refused (it applies per layer from max_window_layers)."""
+def _sliding_window(hf: dict, arch: str, max_pos: int) -> int:
+    """Mistral: sliding_window on every layer (null: none; one no shorter than the context masks
+    nothing, so it is dropped and the fused decode step stays usable). Qwen2/3: only when
+    use_sliding_window, which is refused (it applies per layer from max_window_layers)."""
     if arch == "mistral":
-        return _int(hf, "sliding_window", 0) or 0
+        window = _int(hf, "sliding_window", 0) or 0
+        if window < 0:
+            raise ValueError(f"config.json sliding_window={window} must be >= 1 (or null)")
+        return 0 if window >= max_pos else window
     if arch in ("qwen2", "qwen3"):
         if _bool(hf, "use_sliding_window"):
             raise ValueError(f"config.json use_sliding_window=true is not supported for {arch} "
@@ -204,7 +208,7 @@ def config_from_hf(hf, name: str = "custom") -> ModelConfig:
             n_kv_heads=_int(hf, "num_key_value_heads", heads), vocab_size=_int(hf, "vocab_size"),
             max_seq_len=max_pos, head_dim=_int(hf, "head_dim", 0),
             rope_theta=theta, norm_eps=eps, tied_embeddings=tied, name=name, rope_scaling=scaling,
-            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", sliding_window=_sliding_window(hf, arch))
+            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", sliding_window=_sliding_window(hf, arch, max_pos))
     except ValueError as e:
         message = re.sub(r"\b(" + "|".join(HF_KEY_OF) + r")\b", lambda m: HF_KEY_OF[m.group(1)], str(e))
         raise ValueError(f"config.json is invalid: {message}") from None
