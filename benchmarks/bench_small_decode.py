@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_json  # noqa: E402
+from common import write_json  # noqa: E402  (benchmarks/ is sys.path[0]; the repo root is not, so the
+#                                 top-level kernels/ folder cannot shadow HF's `kernels` package)
 from pyinfer import _C  # noqa: E402
 
 STORIES = ROOT.parent / "shared" / "models" / "stories260K.bin"

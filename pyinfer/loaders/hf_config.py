@@ -11,6 +11,7 @@ transformers 5 writes ``rope_parameters`` {rope_theta, rope_type, ...}.
 from __future__ import annotations
 
 import math
+import re
 
 from ..config import ModelConfig, RopeScaling
 
@@ -26,7 +27,7 @@ HARMLESS = frozenset({
     "return_dict", "id2label", "label2id", "tokenizer_class", "chunk_size_feed_forward", "problem_type",
     "is_decoder", "is_encoder_decoder", "add_cross_attention", "tf_legacy_loss", "use_bfloat16",
     "torchscript", "prefix", "task_specific_params", "finetuning_task", "cross_attention_hidden_size",
-    "tie_encoder_decoder", "pruned_heads",
+    "tie_encoder_decoder", "pruned_heads", "_attn_implementation_autoset",
     # pretraining_tp > 1 only splits llama's matmuls into slices in transformers 4 (same sums)
     "pretraining_tp",
     # generation defaults (sampling settings, not logits)
@@ -50,6 +51,10 @@ ARCH_KEYS = {
     "qwen2": {"sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
     "qwen3": {"attention_bias", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
 }
+# ModelConfig field -> the config.json key it is read from (errors name the key the user can see)
+HF_KEY_OF = {"dim": "hidden_size", "hidden_dim": "intermediate_size", "n_layers": "num_hidden_layers",
+             "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+             "max_seq_len": "max_position_embeddings", "norm_eps": "rms_norm_eps"}
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "vocab_size", "max_position_embeddings", "rms_norm_eps")
 ROPE_KEYS = {"rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor",
@@ -149,11 +154,15 @@ def _rope(hf: dict, max_pos: int) -> tuple[float, RopeScaling | None]:
     raise ValueError(f"rope_type {rope_type!r} is not supported (supported: default, linear, llama3)")
 
 
-def _sliding_window(hf: dict, arch: str) -> int:
-    """Mistral: sliding_window on every layer (null: none). Qwen2/3: only when use_sliding_window,
-    which is refused (it applies per layer from max_window_layers)."""
+def _sliding_window(hf: dict, arch: str, max_pos: int) -> int:
+    """Mistral: sliding_window on every layer (null: none; one no shorter than the context masks
+    nothing, so it is dropped and the fused decode step stays usable). Qwen2/3: only when
+    use_sliding_window, which is refused (it applies per layer from max_window_layers)."""
     if arch == "mistral":
-        return _int(hf, "sliding_window", 0) or 0
+        window = _int(hf, "sliding_window", 0) or 0
+        if window < 0:
+            raise ValueError(f"config.json sliding_window={window} must be >= 1 (or null)")
+        return 0 if window >= max_pos else window
     if arch in ("qwen2", "qwen3"):
         if _bool(hf, "use_sliding_window"):
             raise ValueError(f"config.json use_sliding_window=true is not supported for {arch} "
@@ -199,9 +208,10 @@ def config_from_hf(hf, name: str = "custom") -> ModelConfig:
             n_kv_heads=_int(hf, "num_key_value_heads", heads), vocab_size=_int(hf, "vocab_size"),
             max_seq_len=max_pos, head_dim=_int(hf, "head_dim", 0),
             rope_theta=theta, norm_eps=eps, tied_embeddings=tied, name=name, rope_scaling=scaling,
-            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", sliding_window=_sliding_window(hf, arch))
+            qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", sliding_window=_sliding_window(hf, arch, max_pos))
     except ValueError as e:
-        raise ValueError(f"config.json is invalid: {e}") from None
+        message = re.sub(r"\b(" + "|".join(HF_KEY_OF) + r")\b", lambda m: HF_KEY_OF[m.group(1)], str(e))
+        raise ValueError(f"config.json is invalid: {message}") from None
 
 
 def config_to_hf(config: ModelConfig) -> dict:

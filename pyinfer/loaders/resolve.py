@@ -25,9 +25,8 @@ def config_for(spec: str):
         return config_of_path(path)
     if spec_s in PRESETS:
         return PRESETS[spec_s]
-    from ..fetch import MODELS as known
     raise ValueError(f"no such file, fetched model or preset: {spec_s!r} (known models: "
-                     f"{', '.join(sorted(known))}; presets: {', '.join(PRESETS)})")
+                     f"{', '.join(sorted(MODELS))}; presets: {', '.join(PRESETS)})")
 
 
 def config_of_path(path: str | os.PathLike):
