@@ -70,14 +70,6 @@ def set_num_threads(n: int) -> None:
     _lib()[1].pyinfer_set_num_threads(int(n))
 
 
-@functools.lru_cache(maxsize=64)
-def rope_freq(head_dim: int, theta: float) -> np.ndarray:
-    """(head_dim / 2,) float32 frequencies computed exactly as kernels/reference.py rope_cos_sin
-    (numpy's float32 power may differ from libm's by an ulp, and the angle pos * freq amplifies it)."""
-    i2 = np.arange(0, head_dim, 2, dtype=np.float32)
-    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))
-    freq.flags.writeable = False
-    return freq
 
 
 def load():
@@ -109,18 +101,22 @@ def load():
         lib.rmsnorm_f32(buf(F, out), buf(F, x), buf(F, weight), x.shape[0], x.shape[1], float(eps))
         return out
 
-    def rope(out, x, positions, head_dim, theta):
-        """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int."""
+    def rope(out, x, positions, inv_freq):
+        """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int;
+        inv_freq: (head_dim / 2,) float32 (the numpy reference's table, pyinfer/rope.py)."""
         chk.f32("x", x, 2)
         chk.f32("out", out, 2, writable=True)
+        chk.f32("inv_freq", inv_freq, 1)
         positions = chk.index("positions", positions, 1)
         chk.shape("out", out, x.shape)
         chk.shape("positions", positions, (x.shape[0],))
-        if head_dim < 2 or head_dim % 2 or x.shape[1] % head_dim:
-            raise ValueError(f"head_dim={head_dim} must be even and divide the width {x.shape[1]}")
+        head_dim = 2 * inv_freq.shape[0]
+        if head_dim < 2 or x.shape[1] % head_dim:
+            raise ValueError(f"inv_freq has {inv_freq.shape[0]} entries: head_dim={head_dim} must divide "
+                             f"the width {x.shape[1]}")
         if out is not x:
             chk.disjoint("out", out, x=x)
-        freq = rope_freq(int(head_dim), float(theta))
+        freq = inv_freq
         lib.rope_f32(buf(F, out), buf(F, x), buf(I64, positions), buf(F, freq), x.shape[0], x.shape[1], int(head_dim))
         return out
 
@@ -156,6 +152,18 @@ def load():
         lib.add_f32(buf(F, out), buf(F, x), buf(F, y), x.size)
         return out
 
+    def bias_add(out, x, bias):
+        """out, x: (T, N) float32 (out may be x); bias: (N,). out = x + bias per row."""
+        chk.f32("x", x, 2)
+        chk.f32("bias", bias, 1)
+        chk.f32("out", out, 2, writable=True)
+        chk.shape("out", out, x.shape)
+        chk.shape("bias", bias, (x.shape[1],))
+        if out is not x:
+            chk.disjoint("out", out, x=x)
+        lib.bias_add_f32(buf(F, out), buf(F, x), buf(F, bias), x.shape[0], x.shape[1])
+        return out
+
     def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
         """k_cache, v_cache: (num_blocks, block_size, KVH, hd); k, v: (T, KVH, hd); slot_mapping: (T,)."""
         chk.f32("k_cache", k_cache, 4, writable=True)
@@ -173,8 +181,10 @@ def load():
             raise ValueError(f"slot_mapping[{bad - 1}]={int(slots[bad - 1])} is outside [0, {num_slots})")
         return k_cache, v_cache
 
-    def attention_prefill(out, q, k, v, scale):
-        """out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim), S >= T; causal."""
+    def attention_prefill(out, q, k, v, scale, window=0):
+        """out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim), S >= T; causal; window > 0:
+        each query sees only its last ``window`` positions."""
+        window = chk.window(window)
         chk.f32("q", q, 3)
         chk.f32("k", k, 3)
         chk.f32("v", v, 3)
@@ -189,7 +199,8 @@ def load():
         if T > S:
             raise ValueError(f"attention_prefill: {T} queries but only {S} keys (queries are the last T positions)")
         chk.disjoint("out", out, q=q, k=k, v=v)
-        lib.attention_prefill_f32(buf(F, out), buf(F, q), buf(F, k), buf(F, v), T, S, H, KVH, hd, float(scale))
+        lib.attention_prefill_f32(buf(F, out), buf(F, q), buf(F, k), buf(F, v), T, S, H, KVH, hd, float(scale),
+                                  window)
         return out
 
     def _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=True):
@@ -213,30 +224,32 @@ def load():
             chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
         return tables, lens
 
-    def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+    def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, window=0):
         """out, q: (T_total, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
-        cu_seqlens_q: (B + 1,); context_lens: (B,)."""
+        cu_seqlens_q: (B + 1,); context_lens: (B,); window: 0 (all), else the last window positions."""
+        window = chk.window(window)
         tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens)
         cu = chk.index("cu_seqlens_q", cu_seqlens_q, 1)
         chk.shape("cu_seqlens_q", cu, (len(lens) + 1,))
         nb, bs, KVH, hd = k_cache.shape
         bad = lib.paged_prefill_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                               buf(I64, cu), buf(I64, lens), len(lens), tables.shape[1], nb, bs,
-                                              q.shape[0], q.shape[1], KVH, hd, float(scale))
+                                              q.shape[0], q.shape[1], KVH, hd, float(scale), window)
         if bad:
             raise ValueError(chk.explain_paged(tables, lens, nb, bs, cu, q.shape[0]))
         return out
 
-    def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+    def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0):
         """out, q: (B, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
-        context_lens: (B,) >= 1."""
+        context_lens: (B,) >= 1; window: 0 (all), else the last window keys of each context."""
+        window = chk.window(window)
         tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=False)
         if len(lens) != q.shape[0]:
             raise ValueError(f"context_lens has {len(lens)} entries, q has {q.shape[0]} sequences")
         nb, bs, KVH, hd = k_cache.shape
         bad = lib.paged_decode_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                              buf(I64, lens), len(lens), tables.shape[1], nb, bs, q.shape[1], KVH, hd,
-                                             float(scale))
+                                             float(scale), window)
         if bad == -2:
             chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)    # names the overlap
             raise ValueError("out must not overlap q, k_cache or v_cache")
@@ -317,7 +330,7 @@ def load():
         """As matmul_w4a16 with x quantized to int8 per group: integer dots of xq and (u - z)."""
         return _w4(lib.matmul_w4a8, out, x, qweight, scales, zeros, group_size)
 
-    ops = {"embedding": embedding, "rmsnorm": rmsnorm, "rope": rope, "matmul": matmul, "silu_mul": silu_mul,
+    ops = {"embedding": embedding, "rmsnorm": rmsnorm, "rope": rope, "matmul": matmul, "silu_mul": silu_mul, "bias_add": bias_add,
            "add": add, "kv_cache_write": kv_cache_write, "attention_prefill": attention_prefill,
            "paged_prefill_attention": paged_prefill_attention, "paged_decode_attention": paged_decode_attention,
            "argmax": argmax, "softmax": softmax, "matmul_w8a16": matmul_w8a16, "matmul_w8a8": matmul_w8a8,

@@ -130,6 +130,9 @@ def pack_int4(u: np.ndarray, group_size: int) -> np.ndarray:
 def quantize(w: np.ndarray, fmt: QuantFormat | str) -> QTensor:
     """Quantize a float32 linear weight (N, K) to ``fmt``, round half to even."""
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    if isinstance(w, QTensor):
+        raise ValueError(f"a weight is already quantized ({w.fmt.name}, e.g. a GGUF's Q8_0 / Q4_0): "
+                         f"requantizing it to {fmt.name} is refused")
     if w.ndim != 2 or w.dtype != np.float32:
         raise ValueError(f"quantize needs a float32 (N, K) weight, got {w.dtype} {w.shape}")
     N, K = w.shape

@@ -32,22 +32,29 @@ class RunMeasurement:
 
 
 def measure_run(gen, prompt: str, steps: int, params: SamplingParams, repeat: int = 1, on_text=None,
-                block_size: int = 16, warmup: bool = True) -> tuple[str, RunMeasurement]:
+                block_size: int = 16, warmup: bool = True, messages: list | None = None) -> tuple[str, RunMeasurement]:
     """(text of the first timed repetition, the measurement). Repetitions after the first
-    detokenise as the first does but do not call ``on_text`` (the text is printed once)."""
+    detokenise as the first does but do not call ``on_text`` (the text is printed once). With
+    ``messages`` the run is a chat turn (the model's chat template; ``steps`` new tokens at most)."""
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
+
+    def once(steps_: int, params_: SamplingParams, on_text_):
+        if messages is not None:
+            return gen.chat(messages, max_tokens=steps_, params=params_, on_text=on_text_, block_size=block_size)
+        return gen.generate(prompt, steps=steps_, params=params_, on_text=on_text_, block_size=block_size)
+
     warmup_s = None
     if warmup:
-        n_prompt = len(gen.tokenizer.encode(prompt, bos=True))
-        t0 = time.perf_counter()                  # the prompt's prefill and one decode step, whatever is sampled
-        gen.generate(prompt, steps=n_prompt + 1, params=replace(params, stop_token_ids=()), block_size=block_size)
+        # the prompt's prefill and one decode step, whatever is sampled
+        n_new = 2 if messages is not None else len(gen.tokenizer.encode(prompt, bos=True)) + 1
+        t0 = time.perf_counter()
+        once(n_new, replace(params, stop_token_ids=()), None)
         warmup_s = time.perf_counter() - t0
     monitor = CoreMonitor()
     text, results = "", []
     for i in range(repeat):
-        done = gen.generate(prompt, steps=steps, params=params, on_text=on_text if i == 0 else None,
-                            block_size=block_size)
+        done = once(steps, params, on_text if i == 0 else None)
         text = done.text if i == 0 else text
         results.append(done.result)
     use = monitor.stop()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pyinfer.kernels import reference as ref
 from pyinfer.ops import load_backend
 from pyinfer.quant import quantize
-from tests.conftest import poisoned, tolerance
+from conftest import poisoned, tolerance
 
 TOL = tolerance("numba")
 NB = load_backend("numba")
@@ -33,10 +33,10 @@ BAD_CALLS = [
     ("rmsnorm", lambda: (ones(3, 4), ones(2, 4), ones(4), 1e-5), "out has shape"),
     ("rmsnorm", lambda: ([[1.0] * 4] * 2, ones(2, 4), ones(4), 1e-5), "out must be a numpy array"),
     ("rmsnorm", lambda: (ones(2, 4), ones(2, 4), ones(4), float("nan")), "eps must be a finite"),
-    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2), 4, 1e4), "positions must be an integer array"),
-    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(3, int), 4, 1e4), "positions has shape"),
-    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2, int), 3, 1e4), "head_dim=3 must be even"),
-    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2, int), 4, -1.0), "theta must be a finite positive"),
+    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2), ones(2)), "positions must be an integer array"),
+    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(3, int), ones(2)), "positions has shape"),
+    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2, int), ones(3)), "head_dim=6 must divide"),
+    ("rope", lambda: (ones(2, 8), ones(2, 8), np.zeros(2, int), ones(2, 1)), "inv_freq must be"),
     ("embedding", lambda: (ones(2, 3), np.array([0, 5]), ones(5, 3)), r"tokens values must be in \[0, 5\)"),
     ("embedding", lambda: (ones(2, 3), np.array([-1, 0]), ones(5, 3)), "tokens values"),
     ("matmul", lambda: (ones(2, 3), ones(2, 4), ones(3, 5)), "x has K=4, the weight has K=5"),

@@ -31,7 +31,7 @@ from pyinfer.loaders import load_checkpoint  # noqa: E402
 from pyinfer.model import Model  # noqa: E402
 from pyinfer.ops import BackendUnavailable, Ops, available_backends  # noqa: E402
 from pyinfer.weights import random_weights  # noqa: E402
-from tests.conftest import TOLERANCES, poisoned, tolerance  # noqa: E402
+from conftest import TOLERANCES, poisoned, tolerance  # noqa: E402
 
 CTX = make_context()                                   # cpu under the interpreter, cuda otherwise
 DEV = CTX.device
@@ -148,9 +148,9 @@ def test_rmsnorm(rng, T, D):
 def test_rope(rng, T, H, hd, in_place):
     x = rng.standard_normal((T, H * hd)).astype(np.float32)
     pos = rng.integers(0, 200_000, T).astype(np.int64)          # far positions: no angle drift
-    want = ref.rope(poisoned(x.shape), x, pos, hd, 500000.0)
+    want = ref.rope(poisoned(x.shape), x, pos, ref.plain_inv_freq(hd, 500000.0))
     xt = dev(x)
-    got = nr.rope(xt if in_place else nan_out(x.shape), xt, dev(pos), hd, 500000.0, ctx=CTX)
+    got = nr.rope(xt if in_place else nan_out(x.shape), xt, dev(pos), dev(ref.plain_inv_freq(hd, 500000.0)), ctx=CTX)
     np.testing.assert_allclose(host(got), want, **tol())
 
 

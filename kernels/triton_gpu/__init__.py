@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-OPS = ("embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
+OPS = ("embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "bias_add", "kv_cache_write",
        "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
        "matmul_w8a16", "matmul_w4a16")
 
@@ -99,6 +99,12 @@ class TorchArrays:
         if self.device.type == "cpu" or not a.flags.writeable or not a.flags.c_contiguous:
             a = np.array(a, copy=True, order="C")      # never a view of the caller's array
         return torch.from_numpy(a).to(device=self.device, dtype=self._dtype(a.dtype))
+
+    def table(self, a):
+        """A float32 lookup table (RoPE's inverse frequencies) on the device, kept float32 whatever the
+        backend's float dtype: an fp16 frequency would be off by radians at position 4096."""
+        import torch
+        return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).to(self.device)
 
     @staticmethod
     def to_numpy(t):

@@ -192,8 +192,16 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
         q, k = S((T, H * hd), act), S((T, KVH * hd), act)
         for role, out, n in (("wq", q, H * hd), ("wk", k, KVH * hd), ("wv", k, KVH * hd)):
             add(w.fmt.kernel if w.fmt else "matmul", role, layer, w.matmul(out, h, n, D), w.compute)
-        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), hd, c.rope_theta))
-        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), hd, c.rope_theta))
+        if c.qkv_bias:                              # Qwen2: q/k/v biases
+            for role, out in (("bq", q), ("bk", k), ("bv", k)):
+                add("bias_add", role, layer, op_costs.bias_add(out, out, S((out.shape[1],), act)))
+        if c.qk_norm:                               # Qwen3: per-head RMSNorm of q and k
+            for role, rows in (("q_norm", T * H), ("k_norm", T * KVH)):
+                xs = S((rows, hd), act)
+                add("rmsnorm", role, layer, op_costs.rmsnorm(xs, xs, S((hd,), act), c.norm_eps))
+        inv_freq = S((hd // 2,), act)
+        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), inv_freq))
+        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), inv_freq))
         k3 = S((T, KVH, hd), act)
         add("kv_cache_write", "kv_write", layer, op_costs.kv_cache_write(k_cache, k_cache, k3, k3, S((T,), idx)))
         if dec:

@@ -13,7 +13,8 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="checkpoint path (llama2.c .bin, HF dir, .npz) or a fetched name (stories260K)")
     src.add_argument("--preset", choices=sorted(PRESETS), help="shape preset with seeded random weights (default: toy)")
-    p.add_argument("--tokenizer", help="llama2.c tokenizer .bin (default: the fetched one, or one beside the model)")
+    p.add_argument("--tokenizer", help="tokenizer.json, tokenizer.model, llama2.c .bin or a GGUF, told by content "
+                                       "(default: the model directory's own, the fetched one, or a GGUF's embedded one)")
     p.add_argument("--backend", default=None, help="kernel backend: c, numba, numpy (the reference), triton, "
                                                    "triton-fp16 (default: the fastest that loads here: c, else "
                                                    "numba, else numpy)")
@@ -27,6 +28,10 @@ def _add_model_args(p: argparse.ArgumentParser, text_only: bool) -> None:
                                                        "printed by run (as llama2.c's -s)")
     p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
     p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens, 1..256")
+    p.add_argument("--chat", action="store_true",
+                   help="apply the model's chat template (tokenizer_config.json chat_template): --prompt is the "
+                        "user turn, --steps the reply's new tokens; refused for a model without a template")
+    p.add_argument("--system", help="with --chat: a system message before the user turn")
     p.add_argument("--quant", help="quantize linear weights after loading: int8, int8-g32, int4-g32, "
                                    "int4-g128-zp, int4-g32-a8, ... (pyinfer.quant.FORMATS)")
     add_threads_option(p)
@@ -63,13 +68,24 @@ def _run_or_generate(args: argparse.Namespace, report: bool) -> int:
     to_json = report and json_to_stdout(args)
     out = sys.stderr if to_json else sys.stdout          # --json to stdout: the text goes to stderr
     write = _writer(out)
+    if args.system is not None and not args.chat:
+        raise ValueError("--system is a chat message: give it with --chat")
+    messages = None
+    steps = args.steps
+    if args.chat:                                        # --steps: the reply's new tokens (<= 0: up to the context)
+        from ..chat import chat_messages
+        messages = chat_messages(args.prompt, args.system)
+        steps = args.steps if args.steps > 0 else gen.model.config.max_seq_len
     if not report:
-        gen.generate(args.prompt, steps=args.steps, params=params, on_text=write, block_size=args.block_size)
+        if messages is not None:
+            gen.chat(messages, max_tokens=steps, params=params, on_text=write, block_size=args.block_size)
+        else:
+            gen.generate(args.prompt, steps=steps, params=params, on_text=write, block_size=args.block_size)
         out.write("\n")
         return 0
     with quiet_stdout_if_json(args):
-        _, m = measure_run(gen, args.prompt, args.steps, params, repeat=args.repeat, on_text=write,
-                           block_size=args.block_size)
+        _, m = measure_run(gen, args.prompt, steps, params, repeat=args.repeat, on_text=write,
+                           block_size=args.block_size, messages=messages)
         out.write("\n")
         summary = run_summary(gen, m, params, block_size=args.block_size, ceilings=not args.no_ceilings)
         print(format_report(gen, summary))

@@ -81,6 +81,19 @@ class LLM:
             raise
         return [done[i] for i in ids]
 
+    def chat(self, messages, sampling_params: SamplingParams | None = None,
+             progress: bool | Callable[[int, int], None] = False) -> list[RequestOutput]:
+        """vLLM's LLM.chat: one conversation ([{"role", "content"}, ...]) or a list of them, each
+        rendered with the model's chat template (pyinfer.chat, as transformers'
+        apply_chat_template(add_generation_prompt=True)) and encoded without adding BOS again;
+        one output (the reply) per conversation. A model without a chat template is refused."""
+        from ..chat import chat_prompt_ids
+        if self.engine.tokenizer is None:
+            raise ValueError("LLM.chat needs a tokenizer with a chat template")
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        prompts = [chat_prompt_ids(self.engine.tokenizer, c) for c in conversations]
+        return self.generate(prompts, sampling_params, progress)
+
 
 def _load_model(model, preset: str | None, backend: str | None, seed: int) -> Model:
     """The model alone (its tokenizer is given as an object): a checkpoint or fetched name, else a preset."""

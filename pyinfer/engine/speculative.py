@@ -26,6 +26,7 @@ from ..config import SamplingParams
 from ..kv_cache import PagedKVCache
 from ..model import Model
 from ..sampling import is_greedy
+from ..tokenization import with_stop_ids
 from ..weights import ModelWeights
 from .model_runner import batch_invariant_model, make_cache
 from .probs import sample_from, sampling_probs
@@ -158,6 +159,7 @@ class SpeculativeDecoder:
         params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         seqs = []
         for i, (prompt, sp) in enumerate(zip(prompts, params)):
+            sp = with_stop_ids(sp, None)          # unset: llama2.c's 1/2 (this decoder has no tokenizer)
             check_params(sp, c.vocab_size)
             ids = check_prompt_ids(prompt, c.vocab_size, min(c.max_seq_len, self.draft.config.max_seq_len))
             seqs.append(_SpecSeq(i, ids, len(ids), sp, np.random.default_rng(sp.seed)))
