@@ -48,6 +48,22 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
               "earlier catalog value $2.99 was Lambda's 2025-01 list.",
     ),
     Device(
+        name="a100", full_name="NVIDIA A100 SXM4 80GB", kind="gpu",
+        peak_flops={"fp32": 19.5 * T, "tf32": 156 * T, "bf16": 312 * T, "fp16": 312 * T, "int8": 624 * T,
+                    "int4": 1248 * T},
+        memory_bw=2039 * G, memory_bytes=80 * G, sram_bytes=(40 + 108 * 0.192) * 1e6,
+        interconnect_bw=300 * G, power_w=400, price_per_hour=1.79, price_basis="cloud on-demand",
+        source="NVIDIA A100 Tensor Core GPU datasheet, 'A100 80GB SXM' column (https://www.nvidia.com/en-us/"
+               "data-center/a100/): FP32 19.5, TF32 156, BF16/FP16 312, INT8 624, INT4 1,248 TFLOPS/TOPS dense "
+               "(twice that with sparsity), 80 GB HBM2e at 2,039 GB/s, NVLink 600 GB/s, 400 W; SRAM: NVIDIA "
+               "Ampere architecture whitepaper, 40 MB L2 + 108 SMs x 192 KB L1/shared; price: Lambda on-demand "
+               "8x A100 SXM 80GB, $1.79 per GPU-hour (https://lambda.ai/instances)",
+        date="datasheet 2021-06; price as listed 2025 (not re-read here: an estimate of today's price)",
+        notes=f"{_NV_DENSE}. NVLink 600 GB/s both directions: 300 per direction. The A100 is the last NVIDIA "
+              "data-center chip with an INT4 tensor peak. gpt-fast's published figures were measured on A100s "
+              "power-limited to 330 W (not 400 W).",
+    ),
+    Device(
         name="h200", full_name="NVIDIA H200 SXM 141GB", kind="gpu",
         peak_flops={"fp32": 67 * T, "tf32": 494.7 * T, "bf16": 989.4 * T, "fp16": 989.4 * T,
                     "fp8": 1978.9 * T, "int8": 1978.9 * T},
@@ -202,7 +218,7 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
     ),
 )}
 
-ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
+ALIASES = {"a100-sxm": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
            "trillium": "tpu-v6e", "inf2": "inferentia2", "groq": "groq-lpu", "lpu": "groq-lpu",
            "m4max": "m4-max", "x-elite": "snapdragon-x-elite", "snapdragon": "snapdragon-x-elite",
            "cpu": "this-cpu"}
