@@ -271,11 +271,12 @@ def plan(config: ModelConfig, device: Device, batch: int = 1, context: int = 512
         for tp, pp in splits(config, n, device):
             if memory_per_device(config, wb, kvt, batch, context, tp, pp) <= usable:
                 return token_economics(config, device, batch, context, weights, tp=tp, pp=pp, **kw)
-    n_show = max(at_least, n_max) if n_max else at_least
+    n_show = n_max or at_least
     links = "" if device.interconnect_bw else f" ({device.name} has no device-to-device links: one device only)"
+    more = f", at least {at_least} devices hold it" if at_least > n_show and device.interconnect_bw else ""
     raise DoesNotFit(f"does not fit: needs {total / 1e9:.4g} GB on {n_show} devices{links} "
                      f"({config.name}, {weights} weights {wb / 1e9:.4g} GB + KV for batch {batch} x context "
-                     f"{context}; {usable / 1e9:.4g} GB usable per {device.name})", total, n_show)
+                     f"{context}; {usable / 1e9:.4g} GB usable per {device.name}{more})", total, n_show)
 
 
 def with_batches(e: TokenEconomics, config: ModelConfig, batches: Sequence[int], **kw) -> list[TokenEconomics]:
