@@ -48,7 +48,7 @@ def test_cost_command_and_curves(run_cli, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (("roofline", "--hw", "h1000"), "unknown device 'h1000'"),
-    (("roofline", "--preset", "llama-9b"), "unknown preset"),
+    (("roofline", "--preset", "llama-9b"), "no such file, fetched model or preset"),
     (("roofline", "--weights", "int3"), "unknown quantization format"),
     (("roofline", "--preset", "toy", "--context", "600", "--hw", "h100"), "max_seq_len"),
 ])

@@ -155,3 +155,10 @@ def test_published_decode_table_within_20_percent():
         assert p["model"] == "expected"
         assert 0.8 <= p["ratio"] <= 1.2, (r, p)
         assert p["bound"] > p["predicted"]
+
+
+def test_estimate_counts_sliding_window_biases_and_qk_norms_as_the_model_runs(rng):
+    from pyinfer.analysis import count
+    c = PRESETS["toy"].with_(sliding_window=int(rng.integers(2, 12)), qkv_bias=True, qk_norm=True)
+    for q, k in (([1], [int(rng.integers(20, 60))]), ([int(rng.integers(10, 30))], [0]), ([1, 1, 3], [5, 16, 17])):
+        assert step_cost(c, q, k).calls == tuple(count(c, q, k)), (c.sliding_window, q, k)

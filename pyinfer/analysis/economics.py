@@ -71,6 +71,7 @@ def weight_bytes(config: ModelConfig, weights: str = "float16", dtype: str = "fl
     layer = sum(linear_bytes(n, k, weights) for n, k in (
         (c.q_dim, c.dim), (c.kv_dim, c.dim), (c.kv_dim, c.dim), (c.dim, c.q_dim),
         (c.hidden_dim, c.dim), (c.dim, c.hidden_dim), (c.hidden_dim, c.dim))) + 2 * c.dim * item
+    layer += ((c.q_dim + 2 * c.kv_dim) if c.qkv_bias else 0) * item + (2 * c.head_dim if c.qk_norm else 0) * item
     emb = c.vocab_size * c.dim * item
     tied_float = c.tied_embeddings and weights in ("float32", "float16", "bfloat16") and weights == dtype
     head = 0 if tied_float else linear_bytes(c.vocab_size, c.dim, weights)

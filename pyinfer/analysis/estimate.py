@@ -190,6 +190,7 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
     def add(op, role, layer, cost, compute=pk, weights=0):
         ops.append(OpCost(op, role, layer, cost, compute, weights))
 
+    window = (c.sliding_window,) if c.sliding_window else ()      # as Model.forward passes it
     x, h = S((T, D), act), S((T, D), act)
     add("embedding", "embedding", -1, op_costs.embedding(x, S((T,), idx), S((c.vocab_size, D), act)))
     for layer in range(c.n_layers):
@@ -198,20 +199,28 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
         q, k = S((T, H * hd), act), S((T, KVH * hd), act)
         for role, out, n in (("wq", q, H * hd), ("wk", k, KVH * hd), ("wv", k, KVH * hd)):
             add(w.fmt.kernel if w.fmt else "matmul", role, layer, w.matmul(out, h, n, D), w.compute, n * D)
-        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), hd, c.rope_theta))
-        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), hd, c.rope_theta))
+        if c.qkv_bias:                              # Qwen2: q/k/v biases
+            for role, out in (("bq", q), ("bk", k), ("bv", k)):
+                add("bias_add", role, layer, op_costs.bias_add(out, out, S((out.shape[1],), act)))
+        if c.qk_norm:                               # Qwen3: per-head RMSNorm of q and k
+            for role, rows in (("q_norm", T * H), ("k_norm", T * KVH)):
+                xs = S((rows, hd), act)
+                add("rmsnorm", role, layer, op_costs.rmsnorm(xs, xs, S((hd,), act), c.norm_eps))
+        inv_freq = S((hd // 2,), act)
+        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), inv_freq))
+        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), inv_freq))
         k3 = S((T, KVH, hd), act)
         add("kv_cache_write", "kv_write", layer, op_costs.kv_cache_write(k_cache, k_cache, k3, k3, S((T,), idx)))
         if dec:
             out = S((len(dec), H, hd), act)
             add("paged_decode_attention", "attention", layer, op_costs.paged_decode_attention(
-                out, out, k_cache, k_cache, S((len(dec), max_blocks), np.int32), context_lens[dec], 0.0))
+                out, out, k_cache, k_cache, S((len(dec), max_blocks), np.int32), context_lens[dec], 0.0, *window))
         if pre:
             out = S((T_pre, H, hd), act)
             cu = np.zeros(len(pre) + 1, dtype=np.int64)                      # (B_pre + 1,)
             cu[1:] = np.cumsum([q_lens[b] for b in pre])
             add("paged_prefill_attention", "attention", layer, op_costs.paged_prefill_attention(
-                out, out, k_cache, k_cache, S((len(pre), max_blocks), np.int32), cu, context_lens[pre], 0.0))
+                out, out, k_cache, k_cache, S((len(pre), max_blocks), np.int32), cu, context_lens[pre], 0.0, *window))
         o = S((T, D), act)
         add(w.fmt.kernel if w.fmt else "matmul", "wo", layer, w.matmul(o, S((T, H * hd), act), D, H * hd), w.compute,
             D * H * hd)
@@ -301,7 +310,7 @@ def count(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int], *, 
 def stand_in_weights(config: ModelConfig, quant: str | None = None):
     """ModelWeights of shape-only float32 arrays (and QTensors of shape-only parts when quantized)."""
     from ..quant import QTensor
-    from ..weights import LayerWeights, ModelWeights, layer_shapes
+    from ..weights import LayerWeights, ModelWeights, extra_layer_shapes, layer_shapes
 
     fmt = get_format(quant) if quant else None
 
@@ -318,7 +327,7 @@ def stand_in_weights(config: ModelConfig, quant: str | None = None):
                        _stand_in((n, k_pad // g), np.uint8) if fmt.zero_point else None)
 
     c = config
-    shapes = layer_shapes(c)
+    shapes = {**layer_shapes(c), **extra_layer_shapes(c)}
     layers = [LayerWeights(**{name: linear(s) if len(s) == 2 else _stand_in(s, np.float32)
                               for name, s in shapes.items()}) for _ in range(c.n_layers)]
     emb = _stand_in((c.vocab_size, c.dim), np.float32)

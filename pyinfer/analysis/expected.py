@@ -33,8 +33,8 @@ from .estimate import ITEM_DTYPES, OpCost, PhaseCost
 from .hardware import Device
 
 MATMUL_ROLES = frozenset({"wq", "wk", "wv", "wo", "w1", "w2", "w3", "lm_head"})
-KV_ROLES = frozenset({"wk", "wv", "rope_k", "kv_write"})        # split over the KV heads a device holds
-HEAD_ROLES = frozenset({"wq", "wo", "w1", "w2", "w3", "lm_head", "rope_q", "silu_mul"})
+KV_ROLES = frozenset({"wk", "wv", "bk", "bv", "k_norm", "rope_k", "kv_write"})   # over the KV heads a device holds
+HEAD_ROLES = frozenset({"wq", "wo", "w1", "w2", "w3", "lm_head", "bq", "q_norm", "rope_q", "silu_mul"})
 
 
 def kv_split(config: ModelConfig, tp: int) -> int:
