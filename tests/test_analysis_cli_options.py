@@ -103,3 +103,25 @@ def test_speculative_rows(run_cli):
     s = row["speculative"]
     assert s["draft"] == "llama-7b" and s["k"] == 4 and s["speedup"] > 1
     assert row["tokens_per_s"] == pytest.approx(s["plain_tokens_per_s"] * s["speedup"])
+
+
+def test_any_model_hf_config_and_checkpoint(run_cli, tmp_path, stories260k):
+    hf = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+          "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+          "vocab_size": 128256, "max_position_embeddings": 131072, "rope_theta": 500000.0, "rms_norm_eps": 1e-05,
+          "tie_word_embeddings": False, "hidden_act": "silu", "torch_dtype": "bfloat16",
+          "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    got = {}
+    for spec in (str(tmp_path), str(tmp_path / "config.json"), "llama-3.1-8b"):
+        code, out, err = run_cli("cost", "--model", spec, "--hw", "a100", "--batch", "1", "--weights", "bf16",
+                                 "--json")
+        assert code == 0, err
+        got[spec] = json.loads(out)[0]["tokens_per_s"]
+    assert len(set(got.values())) == 1                              # the HF config is the preset's shape
+    code, out, err = run_cli("roofline", "--model", str(stories260k["model"]), "--hw", "h100", "--batch", "1",
+                             "--context", "100", "--weights", "float32")
+    assert code == 0 and "0.00B params" in out, err
+    code, _, err = run_cli("roofline", "--model", str(tmp_path / "nope.json"), "--hw", "h100")
+    assert code == 2 and "nope.json" in err
