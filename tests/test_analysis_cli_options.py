@@ -42,6 +42,8 @@ def run_cli(monkeypatch, capsys):
     (("cost", "--kv-dtype", "int2", "--hw", "h100"), "KV format 'int2'"),
     (("cost", "--weights", "float16", "--dtype", "float32", "--hw", "h100"), "conflicts"),
     (("cost", "--model", "llama-7b", "--preset", "llama-7b"), "not both"),
+    (("bench", "serve", "--ttft-target-ms", "nan"), "finite number of milliseconds"),
+    (("bench", "serve", "--tpot-target-ms", "-1"), "finite number of milliseconds"),
 ])
 def test_options_are_refused_by_name(run_cli, argv, message):
     code, out, err = run_cli(*argv)
@@ -52,6 +54,18 @@ def test_options_are_refused_by_name(run_cli, argv, message):
 def test_context_past_the_model_is_refused_before_anything_prints(run_cli):
     code, out, err = run_cli("cost", "--preset", "llama-7b", "--hw", "h100", "--context", "4096")
     assert code == 2 and out == "" and "max_seq_len=4096" in err
+
+
+def test_huge_batches_answer_at_once(run_cli):
+    import time
+    t0 = time.perf_counter()
+    code, out, err = run_cli("roofline", "--hw", "h100", "--batch", str(10 ** 18), "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert {r["batch"] for r in rows} == {10 ** 18} and not any(r["fits"] for r in rows)
+    code, out, err = run_cli("cost", "--hw", "h100", "--batch", str(10 ** 18), "--weights", "int4")
+    assert code == 0 and "does not fit: needs" in out, err
+    assert time.perf_counter() - t0 < 10                            # closed form: no allocation per sequence
 
 
 def test_dtype_changes_activation_bytes(run_cli):
