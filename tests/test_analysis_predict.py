@@ -41,8 +41,10 @@ def test_expected_is_never_faster_than_the_bound(weights, batch):
 
 
 def test_devices_without_kernel_figures_use_the_bound_and_say_so():
-    e = token_economics(LLAMA7, get_device("mi300x"), 1, 256, "float16")
+    e = token_economics(LLAMA7, get_device("tpu-v6e"), 1, 256, "float16")
     assert e.model == "roofline" and e.tpot_s == pytest.approx(e.bound_tpot_s)
+    g = token_economics(LLAMA7, get_device("mi300x"), 1, 256, "float16")     # a GPU: generic kernel figures
+    assert g.model == "expected-generic" and g.tpot_s > g.bound_tpot_s
 
 
 def test_dequantizing_costs_grow_as_groups_shrink_and_graphs_save_time():
@@ -152,7 +154,7 @@ def test_published_decode_table_within_20_percent():
     assert {r["tp"] for r in rows} >= {1, 8} and any(r["model"] == "llama-7b" and r["tp"] == 8 for r in rows)
     for r in rows:
         p = predict_row(r)
-        assert p["model"] == "expected"
+        assert p["model"].startswith("expected")
         assert 0.8 <= p["ratio"] <= 1.2, (r, p)
         assert p["bound"] > p["predicted"]
 

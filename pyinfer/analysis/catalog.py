@@ -116,6 +116,19 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
               "304 x 64 KB LDS. Price: DigitalOcean and Hot Aisle list $1.99 (2025).",
     ),
     Device(
+        name="mi250x-gcd", full_name="AMD Instinct MI250X, one GCD (half the package)", kind="gpu",
+        peak_flops={"fp32": 47.9 * T, "fp16": 191.5 * T, "bf16": 191.5 * T, "int8": 191.5 * T},
+        memory_bw=1638.4 * G, memory_bytes=64 * GiB, sram_bytes=8e6,
+        interconnect_bw=200 * G, power_w=280, price_per_hour=None, price_basis="unknown",
+        source="AMD Instinct MI250X data sheet, per package: FP16/BF16 matrix 383 TFLOPS, FP32 matrix 95.7, "
+               "INT8 383 TOPS, 128 GB HBM2e at 3.2768 TB/s, 560 W; per GCD (what ROCm shows as one GPU, what "
+               "gpt-fast measured) half of each, as tabulated at hpc-notes.pages.dev/reference/mi250x",
+        date="data sheet 2021-11 (read 2026-12-05 via hpc-notes.pages.dev)",
+        notes="Per GCD: 191.5 TFLOPS fp16 matrix, 47.9 fp32 matrix (23.9 vector), 64 GiB at 1.6384 TB/s. Power 280 W "
+              "is half the package's 560 W (est.). L2 8 MB per GCD. GCD-to-GCD Infinity Fabric: 200 GB/s per "
+              "direction inside a package (est. from 400 GB/s bidirectional). No price listed.",
+    ),
+    Device(
         name="tpu-v5e", full_name="Google Cloud TPU v5e (per chip)", kind="tpu",
         peak_flops={"bf16": 197 * T, "int8": 393 * T},
         memory_bw=819 * G, memory_bytes=16 * G, sram_bytes=None,
@@ -218,7 +231,7 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
     ),
 )}
 
-ALIASES = {"a100-sxm": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
+ALIASES = {"a100-sxm": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "mi250x": "mi250x-gcd", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
            "trillium": "tpu-v6e", "inf2": "inferentia2", "groq": "groq-lpu", "lpu": "groq-lpu",
            "m4max": "m4-max", "x-elite": "snapdragon-x-elite", "snapdragon": "snapdragon-x-elite",
            "cpu": "this-cpu"}

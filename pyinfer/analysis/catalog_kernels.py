@@ -34,7 +34,8 @@ _STREAM_H100 = ("mikamirai.com/blog/gpu-memory-bandwidth (2026-03-28; Nsight Com
 _LAUNCH = ("NVIDIA, 'Getting Started with CUDA Graphs' (developer.nvidia.com/blog/cuda-graphs/, 2019): a short "
            "kernel back to back costs ~3.4 us inside a graph against ~3.8 us launched from a stream; pegainfer "
            "blog part 3 (susun-blog.com/blog/pegainfer-3-cuda-graph): each host launch takes 4-6 us. est.: 3 us "
-           "per kernel with graphs (launch gap + ramp-up + drain of a memory-bound kernel), 6 us without")
+           "per kernel with graphs (launch gap + ramp-up + drain of a memory-bound kernel), 6 us without; "
+           "ahrefs/ocannl issue #488 (CUDA 13.3, 2026-07): 6.4 us per individual launch, 0.58 us per graph node")
 _DEQUANT = ("est. (instruction count, no published per-weight microbenchmark found): int8 -> fp16 is one "
             "conversion per weight, the scale and the dot product ride packed half2 FMAs; int4 needs a shift/"
             "mask (lop3) and a subtract/convert per weight pair plus the scale FMA: ~2 per weight; each group "
@@ -110,6 +111,7 @@ LINKS: Mapping[str, LinkFigures] = MappingProxyType({
                         "latency 'approximately 6us' on 2 GPUs"),
     "h200": LinkFigures("NVLink 4 (NVSwitch)", 6e-6, "as h100 (same NVLink 4 / NVSwitch fabric)"),
     "b200": LinkFigures("NVLink 5", None, "not published in a source read here"),
+    "mi250x-gcd": LinkFigures("Infinity Fabric", None, "not published in a source read here"),
     "mi300x": LinkFigures("Infinity Fabric", None, "not published in a source read here"),
     "tpu-v5e": LinkFigures("ICI", None, "not published in a source read here"),
     "tpu-v6e": LinkFigures("ICI", None, "not published in a source read here"),
@@ -122,8 +124,40 @@ LINKS: Mapping[str, LinkFigures] = MappingProxyType({
 })
 
 
+_GENERIC_NOTE = ("est.: a GPU without its own kernel measurements gets the A100's measured fractions (stream "
+                 "0.834 of its datasheet bandwidth, decode attention 0.57, GEMM 0.75, prefill attention 0.6) and "
+                 "its vendor's per-kernel time")
+_AMD_LAUNCH = ("ROCm/rocm-systems issue #10834 (2026-08, gfx1100): HIP graph replay costs 3.865 us per node of a "
+               "941-kernel chain against 0.876 us for Vulkan; ahrefs/ocannl issue #488 (2026-07, CUDA 13.3): "
+               "0.58 us per node of a CUDA graph, 6.4 us per individual launch. est.: an AMD kernel costs the "
+               "NVIDIA 3 us + (3.865 - 0.58) us of graph dispatch = 6.3 us with graphs, 10 us without")
+
+
+def generic_gpu_figures(name: str, full_name: str) -> KernelFigures:
+    """Kernel figures for a GPU with no measurements of its own (labelled 'expected-generic')."""
+    amd = any(w in full_name for w in ("AMD", "Instinct", "Radeon"))
+    return KernelFigures(
+        device=name, stream=_A100.stream, attn_decode=_A100.attn_decode, gemm=_A100.gemm,
+        attn_prefill=_A100.attn_prefill, dequant_instr=dict(_A100.dequant_instr),
+        kernel_s_graphs=6.3e-6 if amd else _A100.kernel_s_graphs, kernel_s_eager=10e-6 if amd else _A100.kernel_s_eager,
+        sources={"stream": _GENERIC_NOTE + "; " + _STREAM_A100, "attn_decode": _GENERIC_NOTE, "gemm": _GENERIC_NOTE,
+                 "attn_prefill": _GENERIC_NOTE, "dequant_instr": _DEQUANT,
+                 "kernel_s": _AMD_LAUNCH if amd else _LAUNCH})
+
+
 def kernel_figures(device_name: str) -> KernelFigures | None:
     return KERNELS.get(device_name)
+
+
+def figures_for(device) -> tuple[KernelFigures | None, str]:
+    """(figures, model label) for a Device: its own ('expected'), a GPU's generic ones
+    ('expected-generic'), or none ('roofline')."""
+    own = KERNELS.get(device.name)
+    if own is not None:
+        return own, "expected"
+    if device.kind == "gpu":
+        return generic_gpu_figures(device.name, device.full_name), "expected-generic"
+    return None, "roofline"
 
 
 def link_figures(device_name: str) -> LinkFigures | None:

@@ -13,7 +13,8 @@ Two figures for every time: the roofline BOUND (pyinfer.analysis.roofline: no ke
 the EXPECTED time (pyinfer.analysis.expected: the fractions real kernels reach, a fixed time per
 kernel with or without CUDA graphs, and the links' latencies, all from the catalog with sources).
 tpot_s, tokens_per_s, $ and J follow the expected figure where the device has kernel figures
-(``model == "expected"``), else the bound (``model == "bound"``).
+(``model`` "expected", or "expected-generic" for a GPU with only generic figures), else the bound
+(``model == "roofline"``).
 
 Tensor parallel (tp): pyinfer.analysis.expected.shard_step (attention and KV never split beyond the
 KV heads a device holds; KV memory is counted the same way), two all-reduces per layer over the link.
@@ -111,7 +112,8 @@ class TokenEconomics:
     memory_fraction: float
     bound_tpot_s: float = 0.0   # the roofline bound of tpot_s
     bound_prefill_s: float = 0.0
-    model: str = "roofline"     # "expected" (kernel figures) or "roofline" (ops at the bound, links with latency)
+    model: str = "roofline"     # "expected" (the device's kernel figures), "expected-generic" (a GPU's generic
+                                # ones) or "roofline" (ops at the bound, links with their latency)
     micro_batches: int = 1
     cuda_graphs: bool = True
     dtype: str = "float16"
@@ -189,7 +191,7 @@ def _phase(step, config, device, weights, tp, efficiency, cuda_graphs):
     sharded = shard_step(step, config, tp)
     r = predict(sharded, device, efficiency)
     x = None if efficiency is not None else expected_step(sharded, device, weights, cuda_graphs)
-    return r, r.time_s, None if x is None else x.time_s
+    return r, r.time_s, None if x is None else x.time_s, None if x is None else x.model
 
 
 def token_economics(config: ModelConfig, device: Device, batch: int = 1, context: int = 512,
@@ -215,8 +217,8 @@ def token_economics(config: ModelConfig, device: Device, batch: int = 1, context
     micro = -(-batch // m)
     pre_step = uniform_step_cost(config, batch, prompt_len, 0, phase="prefill", **kw)
     dec_step = uniform_step_cost(config, micro, 1, context, phase="decode", **kw)
-    pre, pre_bound, pre_exp = _phase(pre_step, config, device, weights, tp, efficiency, cuda_graphs)
-    dec, dec_bound, dec_exp = _phase(dec_step, config, device, weights, tp, efficiency, cuda_graphs)
+    pre, pre_bound, pre_exp, _ = _phase(pre_step, config, device, weights, tp, efficiency, cuda_graphs)
+    dec, dec_bound, dec_exp, label = _phase(dec_step, config, device, weights, tp, efficiency, cuda_graphs)
     c_pre = comm(config, pre_step.tokens, dtype, device, tp, pp)
     c_dec = comm(config, dec_step.tokens, dtype, device, tp, pp)
     cycles = max(m, pp) / pp                            # stage times per token, over the whole pipeline
@@ -232,7 +234,7 @@ def token_economics(config: ModelConfig, device: Device, batch: int = 1, context
     max_seqs = max(0, int(free // per_seq))
     return TokenEconomics(device, tp, pp, batch, context, weights, kv_dtype, pre, dec, pre_s, tpot,
                           wb, kvt, per_device, max_seqs, memory_fraction, bound_tpot, bound_pre,
-                          "expected" if expected else "roofline", m, cuda_graphs, dtype)
+                          label if expected else "roofline", m, cuda_graphs, dtype)
 
 
 def splits(config: ModelConfig, n: int, device: Device | None = None) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..config import ModelConfig
 from ..quant import get_format
-from .catalog_kernels import KernelFigures, kernel_figures, link_figures
+from .catalog_kernels import KernelFigures, figures_for, link_figures
 from .cost import Cost
 from .estimate import ITEM_DTYPES, OpCost, PhaseCost
 from .hardware import Device
@@ -92,12 +92,13 @@ class ExpectedStep:
     time_s: float                       # the ops' kernels, collectives not included
     kernels: int
     by_class: dict[str, float]          # seconds per kernel class (fixed times included)
+    model: str = "expected"             # "expected" (the device's own figures) or "expected-generic"
 
 
 def expected_step(step: PhaseCost, device: Device, weights: str, cuda_graphs: bool = True
                   ) -> ExpectedStep | None:
     """Expected time of a (sharded) step's kernels on the device; None without kernel figures."""
-    figs = kernel_figures(device.name)
+    figs, model = figures_for(device)
     if figs is None:
         return None
     bw, fixed = device.memory_bw, figs.kernel_s_graphs if cuda_graphs else figs.kernel_s_eager
@@ -117,7 +118,7 @@ def expected_step(step: PhaseCost, device: Device, weights: str, cuda_graphs: bo
         else:
             t = c.bytes_total / (figs.stream * bw)
         by[cls] = by.get(cls, 0.0) + t + fixed
-    return ExpectedStep(sum(by.values()), len(step.ops), by)
+    return ExpectedStep(sum(by.values()), len(step.ops), by, model)
 
 
 @dataclass(frozen=True)

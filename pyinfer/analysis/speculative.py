@@ -107,7 +107,7 @@ def speculative_economics(target: ModelConfig, draft: ModelConfig, plain: TokenE
     step = shard_step(uniform_step_cost(target, e.batch, k + 1, e.context, phase="prefill", **kw), target, e.tp)
     c = comm(target, step.tokens, e.dtype, e.device, e.tp, e.pp)
     bound_v = predict(step, e.device).time_s + c.bound_s
-    x = expected_step(step, e.device, e.weights, e.cuda_graphs) if e.model == "expected" else None
+    x = expected_step(step, e.device, e.weights, e.cuda_graphs) if e.model.startswith("expected") else None
     verify = (x.time_s if x is not None else predict(step, e.device).time_s) + c.expected_s
     d_kvt = kv_bytes_per_token(draft, e.kv_dtype)
     d_mem = memory_per_device(draft, weight_bytes(draft, dw, dtype), d_kvt, e.batch, e.context + k, d_tp, 1)

@@ -254,7 +254,7 @@ def _device_rows(args, config, d, b, given, weights, dtype, kv, eff, wb, kvt, ou
         out.append({"device": d.name, "n_devices": 1, "parallel": "tp1", "weights": given, "weights_format": weights,
                     "dtype": dtype, "kv_dtype": kv, "batch": b, "context": args.context,
                     "prompt": args.prompt or args.context, "phase": r.phase,
-                    "model": "roofline" if x is None else "expected",
+                    "model": "roofline" if x is None else x.model,
                     "tokens_per_s": r.tokens / t, "tpot_s": t if r.phase == "decode" else None,
                     "ttft_s": t if r.phase == "prefill" else None, "usd_per_m_output": None, "j_per_token": None,
                     "bound": r.bound, "fits": fits, "roofline_tokens_per_s": r.tokens_per_s,
