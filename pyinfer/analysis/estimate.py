@@ -282,6 +282,14 @@ def uniform_step_cost(config: ModelConfig, batch: int, q_len: int, cached: int, 
     return PhaseCost(one.phase, one.q_lens, one.cached, tuple(ops), repeat=batch)
 
 
+def verify_step_cost(config: ModelConfig, batch: int, k: int, context: int, **kw) -> PhaseCost:
+    """Speculative decoding's verification step: each of ``batch`` sequences brings its pending token
+    and k draft tokens (k + 1 new tokens) on top of ``context`` cached ones, in closed form."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} draft tokens must be an integer >= 1")
+    return uniform_step_cost(config, batch, k + 1, context, phase="prefill", **kw)
+
+
 def count(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int], *, quant: str | None = None,
           kv_dtype: str = "float32", block_size: int = 16, backend: str = "numpy") -> list[tuple[str, Cost]]:
     """The counted side: the real Model.forward over this batch with a counting-only Ops (as

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..config import ModelConfig
 from .economics import TokenEconomics, kv_bytes_per_token, memory_per_device, token_economics, weight_bytes
-from .estimate import uniform_step_cost
+from .estimate import verify_step_cost
 from .expected import comm, expected_step, shard_step
 from .roofline import predict
 
@@ -104,7 +104,7 @@ def speculative_economics(target: ModelConfig, draft: ModelConfig, plain: TokenE
     d = token_economics(draft, e.device, e.batch, e.context, dw, dtype=dtype, kv_dtype=e.kv_dtype, tp=d_tp,
                         prompt_len=1, memory_fraction=e.memory_fraction, cuda_graphs=e.cuda_graphs)
     kw = dict(weights=e.weights, dtype=e.dtype, kv_dtype=e.kv_dtype)
-    step = shard_step(uniform_step_cost(target, e.batch, k + 1, e.context, phase="prefill", **kw), target, e.tp)
+    step = shard_step(verify_step_cost(target, e.batch, k, e.context, **kw), target, e.tp)
     c = comm(target, step.tokens, e.dtype, e.device, e.tp, e.pp)
     bound_v = predict(step, e.device).time_s + c.bound_s
     x = expected_step(step, e.device, e.weights, e.cuda_graphs) if e.model.startswith("expected") else None
