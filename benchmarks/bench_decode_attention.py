@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import write_json  # noqa: E402
-from benchmarks.cpu_env import ceilings  # noqa: E402
+from common import write_json  # noqa: E402  (benchmarks/ is sys.path[0]; never the repo root)
+from cpu_env import ceilings  # noqa: E402
 from pyinfer.kernels import c_cpu  # noqa: E402
 from pyinfer.ops import load_backend  # noqa: E402
 

@@ -14,14 +14,12 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from pyinfer.analysis.microbench import cpu_model  # noqa: E402
 from pyinfer.kernels import c_cpu  # noqa: E402

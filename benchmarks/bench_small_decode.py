@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.common import write_json  # noqa: E402
+from common import write_json  # noqa: E402  (benchmarks/ is sys.path[0]; the repo root is not, so the
+#                                 top-level kernels/ folder cannot shadow HF's `kernels` package)
 from pyinfer import _C  # noqa: E402
 
 STORIES = ROOT.parent / "shared" / "models" / "stories260K.bin"
@@ -90,7 +90,7 @@ def raw_attention(libs, rng, quick):
             args = [ffi.from_buffer("float[]", a) for a in (out, q, kc, vc)] + \
                    [ffi.from_buffer("int64_t[]", a) for a in (tables, lens)]
             fns[k] = (lambda i, lib=lib, args=args: lib.paged_decode_attention_f32(
-                *args, 1, tables.shape[1], kc.shape[0], 16, H, KVH, hd, 0.3))
+                *args, 1, tables.shape[1], kc.shape[0], 16, H, KVH, hd, 0.3, 0))
         calls = max(3, min(2000, int(3e5 // ctx)))
         med = interleaved(fns, calls // (4 if quick else 1), 5 if quick else 11)
         rows.append({"H": H, "KVH": KVH, "head_dim": hd, "ctx": ctx, "block_size": 16,

@@ -261,5 +261,4 @@ if __name__ == "__main__":
     if ARGS.threads:                                     # before numpy loads its BLAS
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ[var] = str(ARGS.threads)
-    sys.path.insert(0, str(ROOT))
     sys.exit(refit(Path(ARGS.refit)) if ARGS.refit else main(ARGS))

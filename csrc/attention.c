@@ -5,7 +5,9 @@
  *   online softmax down each column   (running max m, sum l; masked keys get p = 0)
  *   O^T (hd, Mp) = O^T * corr + V^T P^T  (microkernel again: V packed in MR-dim panels)
  * The T x S score matrix never exists, only a (BK, Mp) tile per thread. Queries are the last T of
- * S positions (bottom-right aligned causal mask). The same core serves contiguous K/V
+ * S positions (bottom-right aligned causal mask); with window > 0, the query at position p sees only
+ * keys p - window + 1 .. p (a sliding window: tiles wholly before it are skipped, the others masked
+ * below as above). The same core serves contiguous K/V
  * (attention_prefill) and paged K/V read through a block table (paged_attention.c). */
 #include "common.h"
 #include "gemm_micro.h"
@@ -36,7 +38,7 @@ static void pack_kv(float *kp, float *vp, const kv_source_t *src, int64_t S, int
 }
 
 typedef struct {
-    int64_t T, S, H, hd, hd_pad, group, S_pad;
+    int64_t T, S, H, hd, hd_pad, group, S_pad, window;
     float scale;
     const float *kp, *vp;
     micro_fn micro;
@@ -44,12 +46,14 @@ typedef struct {
 } flash_args_t;
 
 /* Rows r < M of the block are (token t0 + r / group, head kvh * group + r % group); rows up to Mp pad.
- * scratch: qt (hd, Mp), st (BK, Mp), ot (hd_pad, Mp), m, l, lim (Mp,) */
+ * scratch: qt (hd, Mp), st (BK, Mp), ot (hd_pad, Mp), m, l, lim, first (Mp,) */
 INLINE void flash_block(float *out, const float *q, const flash_args_t *A, int64_t kvh, int64_t t0, int64_t nt,
                         float *scratch) {
     int64_t hd = A->hd, hd_pad = A->hd_pad, group = A->group, H = A->H, MR = A->MR, NR = A->NR;
     int64_t M = nt * group, Mp = cdiv(M, NR) * NR;
     float *qt = scratch, *st = qt + hd * Mp, *ot = st + BK * Mp, *m = ot + hd_pad * Mp, *l = m + Mp, *lim = l + Mp;
+    float *first = lim + Mp;                                          /* first key row r may see */
+    int64_t W = A->window;
     for (int64_t r = 0; r < Mp; r++) {
         int64_t tok = t0 + r / group;
         const float *src = q + (tok * H + kvh * group + r % group) * hd;
@@ -57,15 +61,18 @@ INLINE void flash_block(float *out, const float *q, const flash_args_t *A, int64
         m[r] = -INFINITY;
         l[r] = 0.0f;
         lim[r] = r < M ? (float)(A->S - A->T + tok + 1) : 0.0f;      /* keys row r may see */
+        first[r] = W > 0 ? (float)MAX(0, A->S - A->T + tok + 1 - W) : 0.0f;
     }
     memset(ot, 0, (size_t)(hd_pad * Mp) * sizeof(float));
     int64_t s_end = A->S - A->T + t0 + nt, lim_min = A->S - A->T + t0 + 1;   /* every real row sees lim_min keys */
-    for (int64_t s0 = 0; s0 < s_end; s0 += BK) {
+    int64_t first_min = W > 0 ? MAX(0, lim_min - W) : 0;              /* keys before it: no row sees them */
+    int64_t first_max = W > 0 ? MAX(0, s_end - W) : 0;                /* keys from it on: every row's window */
+    for (int64_t s0 = first_min / BK * BK; s0 < s_end; s0 += BK) {
         int64_t nk = MIN(BK, s_end - s0), nk_pad = cdiv(nk, MR) * MR;
         for (int64_t kb = 0; kb < nk_pad; kb += MR)                   /* S^T = K Q^T */
             for (int64_t c0 = 0; c0 < Mp; c0 += NR)
                 A->micro(st + kb * Mp + c0, Mp, 0, A->kp + (s0 + kb) * hd, MR, qt + c0, Mp, hd);
-        if (s0 + nk_pad <= lim_min) {                                 /* no key of this tile is masked */
+        if (s0 + nk_pad <= lim_min && s0 >= first_max) {              /* no key of this tile is masked */
             for (int64_t r0 = 0; r0 < Mp; r0 += 16) {
                 v16f m_old = v16f_load(m + r0), mx = m_old;
                 for (int64_t j = 0; j < nk_pad; j++) mx = v16f_max(mx, v16f_load(st + j * Mp + r0));
@@ -81,16 +88,18 @@ INLINE void flash_block(float *out, const float *q, const flash_args_t *A, int64
             }
         } else
         for (int64_t r0 = 0; r0 < Mp; r0 += 16) {                     /* online softmax, 16 rows at a time */
-            v16f limv = v16f_load(lim + r0), m_old = v16f_load(m + r0), mx = m_old;
+            v16f limv = v16f_load(lim + r0), firstv = v16f_load(first + r0), m_old = v16f_load(m + r0), mx = m_old;
             for (int64_t j = 0; j < nk; j++) {
-                v16f sv = v16f_select(v16f_splat((float)(s0 + j)) < limv, v16f_load(st + j * Mp + r0),
+                v16f sj = v16f_splat((float)(s0 + j));
+                v16f sv = v16f_select((sj < limv) & (sj >= firstv), v16f_load(st + j * Mp + r0),
                                       v16f_splat(-INFINITY));
                 mx = v16f_max(mx, sv);
             }
             v16f m_safe = v16f_select(mx == v16f_splat(-INFINITY), v16f_splat(0.0f), mx);
             v16f corr = v16f_exp(m_old - m_safe), sum = v16f_splat(0.0f);
             for (int64_t j = 0; j < nk_pad; j++) {
-                v16i vis = v16f_splat((float)(s0 + j)) < limv;
+                v16f sj = v16f_splat((float)(s0 + j));
+                v16i vis = (sj < limv) & (sj >= firstv);
                 v16f p = v16f_select(vis, v16f_exp(v16f_load(st + j * Mp + r0) - m_safe), v16f_splat(0.0f));
                 v16f_store(st + j * Mp + r0, p);
                 sum += p;
@@ -126,17 +135,17 @@ static void flash_block_scalar(float *out, const float *q, const flash_args_t *A
 }
 
 void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H, int64_t KVH, int64_t hd,
-                     float scale, const kv_source_t *src_heads, int parallel) {
+                     float scale, const kv_source_t *src_heads, int parallel, int64_t window) {
     if (T <= 0 || H <= 0 || hd <= 0) return;
     int isa = pyinfer_isa(), MR, NR;
     micro_fn micro = pick_micro(isa, &MR, &NR);
     int64_t group = H / KVH, S_pad = cdiv(S, BK) * BK + BK, hd_pad = cdiv(hd, MR) * MR;
     int64_t nt = MAX(1, ROWS / group), n_blocks = cdiv(T, nt), Mp = cdiv(nt * group, NR) * NR;
-    int64_t scratch_len = hd * Mp + BK * Mp + hd_pad * Mp + 3 * Mp;
+    int64_t scratch_len = hd * Mp + BK * Mp + hd_pad * Mp + 4 * Mp;
     float *kp = malloc((size_t)(S_pad * hd) * sizeof(float));
     float *vp = malloc((size_t)(hd_pad * S_pad) * sizeof(float));
     if (!kp || !vp) goto done;
-    flash_args_t args = {T, S, H, hd, hd_pad, group, S_pad, scale, kp, vp, micro, MR, NR};
+    flash_args_t args = {T, S, H, hd, hd_pad, group, S_pad, MAX(0, window), scale, kp, vp, micro, MR, NR};
     for (int64_t kvh = 0; kvh < KVH; kvh++) {
         pack_kv(kp, vp, src_heads + kvh, S, S_pad, hd, hd_pad, MR);
 #pragma omp parallel if (parallel && n_blocks > 1 && T * S * hd * group >= PAR_MIN_WORK)
@@ -162,12 +171,12 @@ done:
 }
 
 void attention_prefill_f32(float *out, const float *q, const float *k, const float *v, int64_t T,
-                           int64_t S, int64_t H, int64_t KVH, int64_t head_dim, float scale) {
+                           int64_t S, int64_t H, int64_t KVH, int64_t head_dim, float scale, int64_t window) {
     if (T <= 0 || S < T || KVH <= 0 || H % KVH) return;
     kv_source_t *heads = malloc((size_t)KVH * sizeof *heads);
     if (!heads) return;
     for (int64_t h = 0; h < KVH; h++)
         heads[h] = (kv_source_t){k + h * head_dim, v + h * head_dim, KVH * head_dim, NULL, 1};
-    flash_attention(out, q, T, S, H, KVH, head_dim, scale, heads, 1);
+    flash_attention(out, q, T, S, H, KVH, head_dim, scale, heads, 1, window);
     free(heads);
 }

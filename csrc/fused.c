@@ -140,7 +140,7 @@ int64_t decode_step_f32(float *logits, const int64_t *tokens, const int64_t *pos
         }
         kv_cache_write_f32(kc, vc, k, v, slots, B, num_blocks * block_size, KD);
         if (paged_decode_core(att, q, kc, vc, block_tables, context_lens, B, max_blocks, block_size, H, KVH, hd,
-                              scale, threads)) {
+                              scale, threads, 0)) {
             if (buf != stack_buf) free(buf);
             return -2;                                          /* its scratch could not be allocated */
         }

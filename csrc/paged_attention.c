@@ -37,7 +37,7 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
                                     const int64_t *block_tables, const int64_t *cu_seqlens_q,
                                     const int64_t *context_lens, int64_t B, int64_t max_blocks,
                                     int64_t num_blocks, int64_t block_size, int64_t T_total, int64_t H,
-                                    int64_t KVH, int64_t head_dim, float scale) {
+                                    int64_t KVH, int64_t head_dim, float scale, int64_t window) {
     int64_t bad = check_tables(block_tables, context_lens, cu_seqlens_q, B, max_blocks, num_blocks, block_size,
                                T_total, 1);
     if (bad || KVH <= 0 || H % KVH) return bad;
@@ -50,7 +50,7 @@ int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_c
             heads[h] = (kv_source_t){k_cache + h * head_dim, v_cache + h * head_dim, KVH * head_dim,
                                      block_tables + b * max_blocks, block_size};
         flash_attention(out + lo * H * head_dim, q + lo * H * head_dim, T, context_lens[b], H, KVH, head_dim,
-                        scale, heads, 1);
+                        scale, heads, 1, window);
     }
     free(heads);
     return 0;
@@ -152,7 +152,7 @@ typedef struct {
     float *out, *partial;
     const float *q, *k, *v;
     const int64_t *block_tables, *context_lens, *item_seq, *seq_first;
-    int64_t B, max_blocks, bs, H, KVH, hd, part;
+    int64_t B, max_blocks, bs, H, KVH, hd, part, window;
     float scale;
     int isa;
 } decode_job_t;
@@ -164,7 +164,8 @@ static void decode_item(const decode_job_t *j, int64_t it, float *qs, float *p, 
         for (int64_t i = 0; i < H * hd; i++) qs[i] = j->q[b * H * hd + i] * j->scale;
         *last_b = b;
     }
-    int64_t lo = (it - j->seq_first[b]) * PART_KEYS, hi = MIN(j->context_lens[b], lo + PART_KEYS);
+    int64_t ctx = j->context_lens[b], start = j->window > 0 ? MAX(0, ctx - j->window) : 0;   /* keys it sees */
+    int64_t lo = start + (it - j->seq_first[b]) * PART_KEYS, hi = MIN(ctx, lo + PART_KEYS);
     decode_args_t a = {j->k, j->v, j->block_tables + b * j->max_blocks, j->bs, H, j->KVH, hd};
     float *o = j->partial + it * j->part, *m = o + H * hd, *l = m + H;
 #if PYINFER_X86
@@ -191,11 +192,14 @@ static void decode_combine(const decode_job_t *j, int64_t bh) {
 
 int paged_decode_core(float *out, const float *q, const float *k_cache, const float *v_cache,
                       const int64_t *block_tables, const int64_t *context_lens, int64_t B, int64_t max_blocks,
-                      int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads) {
+                      int64_t block_size, int64_t H, int64_t KVH, int64_t hd, float scale, int threads,
+                      int64_t window) {
     int64_t items = 0, total_ctx = 0;
+    window = MAX(0, window);
+#define SEEN(b) (window > 0 ? MIN(context_lens[b], window) : context_lens[b])   /* keys sequence b attends */
     for (int64_t b = 0; b < B; b++) {
-        items += cdiv(context_lens[b], PART_KEYS);
-        total_ctx += context_lens[b];
+        items += cdiv(SEEN(b), PART_KEYS);
+        total_ctx += SEEN(b);
     }
     if (total_ctx * KVH * hd * (H / KVH + 1) < 4 * PAR_MIN_WORK || items < 2) threads = 1;   /* too little work */
     threads = MAX(1, threads);
@@ -215,11 +219,12 @@ int paged_decode_core(float *out, const float *q, const float *k_cache, const fl
     float *partial = mem + index_floats, *thread_mem = partial + ALIGN_FLOATS(items * part);
     seq_first[0] = 0;
     for (int64_t b = 0; b < B; b++) {
-        seq_first[b + 1] = seq_first[b] + cdiv(context_lens[b], PART_KEYS);
+        seq_first[b + 1] = seq_first[b] + cdiv(SEEN(b), PART_KEYS);
         for (int64_t it = seq_first[b]; it < seq_first[b + 1]; it++) item_seq[it] = b;
     }
     decode_job_t job = {out, partial, q, k_cache, v_cache, block_tables, context_lens, item_seq, seq_first,
-                        B, max_blocks, block_size, H, KVH, hd, part, scale, pyinfer_isa()};
+                        B, max_blocks, block_size, H, KVH, hd, part, window, scale, pyinfer_isa()};
+#undef SEEN
     if (threads == 1) {     /* no parallel region to enter: per-token calls of small models are ~1 us */
         float *qs = thread_mem, *p = qs + ALIGN_FLOATS(H * hd), *corr = p + ALIGN_FLOATS(p_floats);
         int64_t last_b = -1;
@@ -252,12 +257,12 @@ static int overlaps(const float *a, int64_t na, const float *b, int64_t nb) {
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                    const int64_t *block_tables, const int64_t *context_lens, int64_t B,
                                    int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,
-                                   int64_t KVH, int64_t head_dim, float scale) {
+                                   int64_t KVH, int64_t head_dim, float scale, int64_t window) {
     int64_t bad = check_tables(block_tables, context_lens, NULL, B, max_blocks, num_blocks, block_size, 0, 1);
     if (bad || B <= 0 || KVH <= 0 || H % KVH || head_dim <= 0) return bad;
     int64_t n_out = B * H * head_dim, n_cache = num_blocks * block_size * KVH * head_dim;
     if (overlaps(out, n_out, q, n_out) || overlaps(out, n_out, k_cache, n_cache) || overlaps(out, n_out, v_cache, n_cache))
         return -2;
     return paged_decode_core(out, q, k_cache, v_cache, block_tables, context_lens, B, max_blocks, block_size, H,
-                             KVH, head_dim, scale, pyinfer_num_threads());
+                             KVH, head_dim, scale, pyinfer_num_threads(), window);
 }

@@ -62,23 +62,24 @@ void matmul_w4a8(float *out, const float *x, const uint8_t *qweight, const float
 void quantize_act_i8(int8_t *xq, float *xs, const float *x, int64_t T, int64_t K, int64_t G);
 
 /* ---- attention (attention.c, paged_attention.c) ---- */
-/* out, q: (T, H, hd); k, v: (S, KVH, hd), S >= T; causal, queries are the last T positions */
+/* out, q: (T, H, hd); k, v: (S, KVH, hd), S >= T; causal, queries are the last T positions;
+ * window > 0: the query at position p sees keys p - window + 1 .. p only (0: all; the same below) */
 void attention_prefill_f32(float *out, const float *q, const float *k, const float *v, int64_t T,
-                           int64_t S, int64_t H, int64_t KVH, int64_t head_dim, float scale);
+                           int64_t S, int64_t H, int64_t KVH, int64_t head_dim, float scale, int64_t window);
 /* out, q: (T_total, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
  * cu_seqlens_q: (B + 1,); context_lens: (B,) */
 int64_t paged_prefill_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                     const int64_t *block_tables, const int64_t *cu_seqlens_q,
                                     const int64_t *context_lens, int64_t B, int64_t max_blocks,
                                     int64_t num_blocks, int64_t block_size, int64_t T_total, int64_t H,
-                                    int64_t KVH, int64_t head_dim, float scale);
+                                    int64_t KVH, int64_t head_dim, float scale, int64_t window);
 /* out, q: (B, H, hd); caches as above; block_tables: (B, max_blocks); context_lens: (B,).
  * Returns 0, 1 + the first sequence whose table or length is bad, or -1 when scratch memory for the
  * partial results cannot be allocated (out is then NaN). */
 int64_t paged_decode_attention_f32(float *out, const float *q, const float *k_cache, const float *v_cache,
                                    const int64_t *block_tables, const int64_t *context_lens, int64_t B,
                                    int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,
-                                   int64_t KVH, int64_t head_dim, float scale);
+                                   int64_t KVH, int64_t head_dim, float scale, int64_t window);
 
 /* ---- fused decode step (fused.c): every layer of a batch of one-token sequences ---- */
 /* logits: (B, vocab); tokens, positions, slots: (B,); block_tables: (B, max_blocks); context_lens: (B,);

@@ -95,3 +95,10 @@ def explain_paged(block_tables, context_lens, num_blocks, block_size, cu_seqlens
         if len(bad):
             return f"block_tables[{b}] holds block id {int(bad[0])} outside [0, {num_blocks})"
     return "invalid paged attention metadata"
+
+
+def window(value) -> int:
+    """A sliding-window length: an int >= 0 (0: no window)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"window={value!r} must be an int >= 0 (0: no sliding window)")
+    return int(value)

@@ -171,8 +171,10 @@ def load():
             raise ValueError(f"slot_mapping[{bad - 1}]={int(slots[bad - 1])} is outside [0, {num_slots})")
         return k_cache, v_cache
 
-    def attention_prefill(out, q, k, v, scale):
-        """out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim), S >= T; causal."""
+    def attention_prefill(out, q, k, v, scale, window=0):
+        """out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim), S >= T; causal; window > 0:
+        each query sees only its last ``window`` positions."""
+        window = chk.window(window)
         chk.f32("q", q, 3)
         chk.f32("k", k, 3)
         chk.f32("v", v, 3)
@@ -187,7 +189,8 @@ def load():
         if T > S:
             raise ValueError(f"attention_prefill: {T} queries but only {S} keys (queries are the last T positions)")
         chk.disjoint("out", out, q=q, k=k, v=v)
-        lib.attention_prefill_f32(buf(F, out), buf(F, q), buf(F, k), buf(F, v), T, S, H, KVH, hd, float(scale))
+        lib.attention_prefill_f32(buf(F, out), buf(F, q), buf(F, k), buf(F, v), T, S, H, KVH, hd, float(scale),
+                                  window)
         return out
 
     def _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=True):
@@ -211,30 +214,32 @@ def load():
             chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)
         return tables, lens
 
-    def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+    def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, window=0):
         """out, q: (T_total, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
-        cu_seqlens_q: (B + 1,); context_lens: (B,)."""
+        cu_seqlens_q: (B + 1,); context_lens: (B,); window: 0 (all), else the last window positions."""
+        window = chk.window(window)
         tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens)
         cu = chk.index("cu_seqlens_q", cu_seqlens_q, 1)
         chk.shape("cu_seqlens_q", cu, (len(lens) + 1,))
         nb, bs, KVH, hd = k_cache.shape
         bad = lib.paged_prefill_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                               buf(I64, cu), buf(I64, lens), len(lens), tables.shape[1], nb, bs,
-                                              q.shape[0], q.shape[1], KVH, hd, float(scale))
+                                              q.shape[0], q.shape[1], KVH, hd, float(scale), window)
         if bad:
             raise ValueError(chk.explain_paged(tables, lens, nb, bs, cu, q.shape[0]))
         return out
 
-    def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+    def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0):
         """out, q: (B, H, hd); caches: (num_blocks, block_size, KVH, hd); block_tables: (B, max_blocks);
-        context_lens: (B,) >= 1."""
+        context_lens: (B,) >= 1; window: 0 (all), else the last window keys of each context."""
+        window = chk.window(window)
         tables, lens = _paged_common(out, q, k_cache, v_cache, block_tables, context_lens, overlap=False)
         if len(lens) != q.shape[0]:
             raise ValueError(f"context_lens has {len(lens)} entries, q has {q.shape[0]} sequences")
         nb, bs, KVH, hd = k_cache.shape
         bad = lib.paged_decode_attention_f32(buf(F, out), buf(F, q), buf(F, k_cache), buf(F, v_cache), buf(I64, tables),
                                              buf(I64, lens), len(lens), tables.shape[1], nb, bs, q.shape[1], KVH, hd,
-                                             float(scale))
+                                             float(scale), window)
         if bad == -2:
             chk.disjoint("out", out, q=q, k_cache=k_cache, v_cache=v_cache)    # names the overlap
             raise ValueError("out must not overlap q, k_cache or v_cache")

@@ -55,7 +55,7 @@ class Model:
         self.config = weights.config
         self.host_weights = weights                   # numpy originals (shapes for cost accounting)
         self.weights = weights_to_backend(weights, self.ops.arrays)
-        self.inv_freq = self.ops.arrays.from_numpy(rope_inv_freq(self.config))   # (head_dim/2,) RoPE table
+        self.inv_freq = self.ops.arrays.table(rope_inv_freq(self.config))   # (head_dim/2,) float32 RoPE table
         # A backend with a native fused decode step (one call for every layer) gets its weight plan once,
         # where the fused step computes this model exactly (else every step runs op by op).
         self.decode_plan = None

@@ -74,6 +74,11 @@ class NumpyArrays:
         return a
 
     @staticmethod
+    def table(a):
+        """A float32 lookup table (RoPE's inverse frequencies) as the kernels take it, never down-cast."""
+        return a
+
+    @staticmethod
     def to_numpy(a):
         return a
 

@@ -7,8 +7,8 @@ import pytest
 
 from pyinfer.kernels import c_cpu
 from pyinfer.kernels import reference as ref
-from tests.c_support import c, isa  # noqa: F401 - fixtures
-from tests.conftest import poisoned
+from c_support import c, isa  # noqa: F401 - fixtures
+from conftest import poisoned
 
 ATOL = RTOL = 2e-5     # outputs are convex combinations of V rows of magnitude ~1
 

@@ -8,8 +8,8 @@ import pytest
 from pyinfer.kernels import c_cpu
 from pyinfer.kernels import reference as ref
 from pyinfer.ops import Ops, available_backends
-from tests.c_support import assert_sum_close, c, isa  # noqa: F401 - fixtures
-from tests.conftest import poisoned, tolerance
+from c_support import assert_sum_close, c, isa  # noqa: F401 - fixtures
+from conftest import poisoned, tolerance
 
 
 def test_c_backend_is_built():

@@ -14,8 +14,8 @@ from pyinfer.model import Model
 from pyinfer.ops import Ops
 from pyinfer.quant import quantize_weights
 from pyinfer.weights import random_weights
-from tests.c_support import isa  # noqa: F401 - fixture
-from tests.conftest import poisoned
+from c_support import isa  # noqa: F401 - fixture
+from conftest import poisoned
 
 # hidden_dim 96 is not a multiple of 64 or 128: the fused step pads activations as QTensor.matmul does
 SMALL = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, vocab_size=300,

@@ -10,9 +10,9 @@ import pytest
 
 from pyinfer.kernels import reference as ref
 from pyinfer.quant import quantize
-from tests.c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
-from tests.conftest import poisoned
-from tests.test_c_quant import magnitude
+from c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
+from conftest import poisoned
+from test_c_quant import magnitude
 
 MS = (1, 2, 4, 6, 15, 16, 17, 33)   # around AMX_A16_MIN_T (4), AMX_MIN_T (6), 16-token tiles, A8 tile pairs
 # (format, N, K): N around 16 / 32-row panels, K with odd group counts; int8 (W8A16) K not a multiple of 64

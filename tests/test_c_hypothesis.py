@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from pyinfer.kernels import reference as ref
 from pyinfer.quant import FORMATS, quantize
-from tests.c_support import assert_sum_close, c  # noqa: F401 - fixture
-from tests.conftest import poisoned
+from c_support import assert_sum_close, c  # noqa: F401 - fixture
+from conftest import poisoned
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 MUTATIONS = st.sampled_from(["none", "float64", "transposed", "strided", "list"])

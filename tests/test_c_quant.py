@@ -7,8 +7,8 @@ import pytest
 
 from pyinfer.kernels import reference as ref
 from pyinfer.quant import QuantFormat, quantize
-from tests.c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
-from tests.conftest import poisoned
+from c_support import SUM_RTOL, assert_sum_close, c, isa  # noqa: F401 - fixtures
+from conftest import poisoned
 
 # (format, K): K a multiple of G but odd group counts and K % 64 != 0 included; W8A16 past one
 # 8192-wide int32 chunk

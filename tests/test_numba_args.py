@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pyinfer.kernels import reference as ref
 from pyinfer.ops import load_backend
 from pyinfer.quant import quantize
-from tests.conftest import poisoned, tolerance
+from conftest import poisoned, tolerance
 
 TOL = tolerance("numba")
 NB = load_backend("numba")

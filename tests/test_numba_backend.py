@@ -11,7 +11,7 @@ import pytest
 from pyinfer.kernels import reference as ref
 from pyinfer.kernels.numba_cpu import attention, attention_decode
 from pyinfer.ops import NATIVE_ONLY_OPS, REGISTRY, Ops, load_backend
-from tests.conftest import poisoned, tolerance
+from conftest import poisoned, tolerance
 
 TOL = tolerance("numba")
 

@@ -12,7 +12,7 @@ from pyinfer.kernels import reference as ref
 from pyinfer.kernels.numba_cpu.quant_common import quantized_act
 from pyinfer.ops import load_backend
 from pyinfer.quant import FORMATS, quantize
-from tests.conftest import poisoned
+from conftest import poisoned
 
 SHAPES = [(1, 1, 32), (1, 7, 100), (1, 5, 256), (2, 33, 64), (2, 9, 512), (3, 130, 515), (3, 6, 384),
           (4, 4, 128), (5, 17, 257), (19, 67, 1024)]

@@ -9,7 +9,7 @@ from pyinfer.kernels import reference as ref
 from pyinfer.model import Model
 from pyinfer.ops import Ops
 from pyinfer.quant import FORMATS, get_format, pack_int4, quantize, quantize_weights
-from tests.conftest import poisoned
+from conftest import poisoned
 
 
 def test_int4_pack_layout(rng):

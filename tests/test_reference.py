@@ -6,7 +6,7 @@ import pytest
 
 from pyinfer import op_costs
 from pyinfer.kernels import reference as ref
-from tests.conftest import poisoned
+from conftest import poisoned
 
 
 def f32(rng, *shape):

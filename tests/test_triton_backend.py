@@ -31,7 +31,7 @@ from pyinfer.loaders import load_checkpoint  # noqa: E402
 from pyinfer.model import Model  # noqa: E402
 from pyinfer.ops import BackendUnavailable, Ops, available_backends  # noqa: E402
 from pyinfer.weights import random_weights  # noqa: E402
-from tests.conftest import TOLERANCES, poisoned, tolerance  # noqa: E402
+from conftest import TOLERANCES, poisoned, tolerance  # noqa: E402
 
 CTX = make_context()                                   # cpu under the interpreter, cuda otherwise
 DEV = CTX.device

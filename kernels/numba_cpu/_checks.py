@@ -96,3 +96,10 @@ def heads(q_name: str, q: np.ndarray, n_kv_heads: int, head_dim: int) -> int:
     if n_kv_heads == 0 or H % n_kv_heads:
         raise ValueError(f"{q_name} has {H} heads, not a multiple of n_kv_heads={n_kv_heads}")
     return H // n_kv_heads
+
+
+def window(value) -> int:
+    """A sliding-window length: an int >= 0 (0: no window)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"window={value!r} must be an int >= 0 (0: no sliding window)")
+    return int(value)

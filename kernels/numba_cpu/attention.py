@@ -62,7 +62,7 @@ def _gather_tile(KT, V, k_cache, v_cache, block_table, S, tile, t_glob):
 
 
 @njit(cache=True, fastmath=SUM)
-def _prefill_item(out, q, KT, V, t0, row0, T, S, kvh, i0, i1, group, scale, Qs, St, acc, m, l):
+def _prefill_item(out, q, KT, V, t0, row0, T, S, kvh, i0, i1, group, scale, window, Qs, St, acc, m, l):
     # out, q: (T_all, H, hd); KT: (n_tiles, KVH, hd, BK), V: (n_tiles, KVH, BK, hd), this sequence's from t0;
     # its queries are rows row0 .. row0+T-1, its keys 0 .. S-1; item: queries i0:i1 of KV head kvh.
     # scratch: Qs (R, hd) scaled queries; St (R, BK) scores then probabilities; acc (R, hd), m, l (R,)
@@ -77,17 +77,22 @@ def _prefill_item(out, q, KT, V, t0, row0, T, S, kvh, i0, i1, group, scale, Qs, 
         m[r] = -np.inf
         l[r] = np.float32(0.0)
     n_keys = S - T + i1                                        # keys the last query sees
-    tile = t0
-    for kt0 in range(0, n_keys, BK):
+    # window > 0: query at position p sees keys p - window + 1 .. p; tiles before the first query's skipped
+    first_key = max(0, S - T + i0 + 1 - window) if window > 0 else 0
+    tile = t0 + first_key // BK
+    for kt0 in range(first_key - first_key % BK, n_keys, BK):
         nk = min(BK, n_keys - kt0)
         gemm_bcast(Sr, Qr, KT[tile, kvh], np.int64(0), hd, hd < 0)   # (R, BK) scores; columns >= nk unused
         for r in range(R):
             jn = min(nk, S - T + i0 + r // group + 1 - kt0)    # keys of this tile row r sees
+            j0 = max(0, S - T + i0 + r // group + 1 - window - kt0) if window > 0 else 0   # ... from j0
             sr = St[r]
-            if jn <= 0:
+            if jn <= j0:
                 for j in range(BK):
                     sr[j] = np.float32(0.0)
                 continue
+            for j in range(j0):
+                sr[j] = -np.inf
             m_new = max(m[r], row_max(sr, jn))
             alpha = np.exp(m[r] - m_new)
             total = exp_sum_inplace(sr, jn, m_new)
@@ -140,7 +145,7 @@ def _gather_all(w, n_workers, KT, V, toff, k_cache, v_cache, block_tables, cu_se
 
 
 @njit(cache=True)
-def _prefill_worker(w, n_workers, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq):
+def _prefill_worker(w, n_workers, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq, window):
     # items w, w + n_workers, ... with one set of scratch buffers
     R = bq * group
     hd = q.shape[2]
@@ -154,7 +159,7 @@ def _prefill_worker(w, n_workers, items, out, q, KT, V, toff, cu_seqlens_q, cont
         T = cu_seqlens_q[b + 1] - cu_seqlens_q[b]
         i0 = items[it, 2]
         _prefill_item(out, q, KT, V, toff[b], cu_seqlens_q[b], T, context_lens[b], items[it, 1], i0,
-                      min(T, i0 + bq), group, np.float32(scale), Qs, St, acc, m, l)
+                      min(T, i0 + bq), group, np.float32(scale), window, Qs, St, acc, m, l)
 
 
 @njit(cache=True)
@@ -167,7 +172,7 @@ def _tiles_for(q, k_cache, context_lens):
 
 @njit(cache=True, parallel=True)
 def prefill_parallel(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, group, bq,
-                     n_threads):
+                     window, n_threads):
     # gather the K/V tiles, then items (sequence, kv head, query tile) dealt round-robin over the threads
     toff, KT, V = _tiles_for(q, k_cache, context_lens)
     for w_ in prange(n_threads):
@@ -177,26 +182,29 @@ def prefill_parallel(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, conte
     n_workers = min(n_threads, max(items.shape[0], 1))
     for w_ in prange(n_workers):
         w = np.int64(w_)          # (uint64 in a prange: one specialization)
-        _prefill_worker(w, n_workers, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq)
+        _prefill_worker(w, n_workers, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq,
+                        window)
 
 
 @njit(cache=True)
-def prefill_serial(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, group, bq):
+def prefill_serial(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, group, bq, window):
     # all on the calling thread (small prompts: a parallel launch would cost more)
     toff, KT, V = _tiles_for(q, k_cache, context_lens)
     one = np.int64(1)
     _gather_all(one - 1, one, KT, V, toff, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens)
     items = _prefill_items(cu_seqlens_q, k_cache.shape[2], bq)
-    _prefill_worker(one - 1, one, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq)
+    _prefill_worker(one - 1, one, items, out, q, KT, V, toff, cu_seqlens_q, context_lens, scale, group, bq, window)
 
 
 def query_tile(group: int) -> int:
     return max(1, ROWS // group)
 
 
-def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, window=0):
     """out, q: (T_total, n_heads, head_dim) float32; k_cache, v_cache: (num_blocks, block_size, n_kv_heads,
-    head_dim); block_tables: (B, max_blocks) int; cu_seqlens_q: (B + 1,) int; context_lens: (B,) int."""
+    head_dim); block_tables: (B, max_blocks) int; cu_seqlens_q: (B + 1,) int; context_lens: (B,) int;
+    window: 0 (full causal), else each query sees only its last ``window`` positions."""
+    window = chk.window(window)
     num_blocks, bs, kvh, hd = chk.paged_cache(k_cache, v_cache)
     chk.f32("q", q, 3)
     chk.f32("out", out, 3, writable=True)
@@ -220,7 +228,7 @@ def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q
     chk.block_tables_used(block_tables, -(-ctx // bs), num_blocks)
     scale = chk.finite_float("scale", scale)
     if B and q_lens.sum() and out.size:
-        args = (out, q, k_cache, v_cache, block_tables, cu, ctx, scale, group, query_tile(group))
+        args = (out, q, k_cache, v_cache, block_tables, cu, ctx, scale, group, query_tile(group), window)
         pairs = int(np.dot(q_lens, ctx))                       # (query, key) pairs, causal mask ignored
         if use_threads(pairs * q.shape[1] * hd, PARALLEL_MIN_FLOP):
             prefill_parallel(*args, n_threads())
@@ -229,9 +237,10 @@ def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q
     return out
 
 
-def attention_prefill(out, q, k, v, scale):
+def attention_prefill(out, q, k, v, scale, window=0):
     """Causal GQA attention over contiguous K/V. out, q: (T, n_heads, head_dim) float32;
-    k, v: (S, n_kv_heads, head_dim), S >= T; query i sees keys 0 .. S - T + i."""
+    k, v: (S, n_kv_heads, head_dim), S >= T; query i sees keys 0 .. S - T + i (the last ``window``
+    of them when window > 0)."""
     chk.f32("k", k, 3)
     chk.f32("v", v, 3)
     chk.shape("v", v, k.shape, " (the shape of k)")
@@ -246,4 +255,4 @@ def attention_prefill(out, q, k, v, scale):
         return out
     one = np.zeros((1, 1), np.int64)                           # the whole context is block 0
     return paged_prefill_attention(out, q, k[None], v[None], one, np.array([0, T], np.int64),
-                                   np.array([S], np.int64), scale)
+                                   np.array([S], np.int64), scale, window)

@@ -21,8 +21,9 @@ from .simd import exp_sum_inplace, f32x16_fma, f32x16_load, f32x16_splat, f32x16
 
 
 @njit(cache=True, fastmath=SUM)
-def _decode_split(q, k_cache, v_cache, block_table, b, k_lo, k_hi, scale, qs, s, pm, pl, pacc):
-    # q: (B, H, hd); caches: (num_blocks, bs, KVH, hd); keys k_lo:k_hi of sequence b (k_lo a multiple of bs)
+def _decode_split(q, k_cache, v_cache, block_table, b, k_lo, k_hi, k_first, scale, qs, s, pm, pl, pacc):
+    # q: (B, H, hd); caches: (num_blocks, bs, KVH, hd); keys k_lo:k_hi of sequence b (k_lo a multiple of bs),
+    # those before k_first (a sliding window's start, < k_lo + bs) masked out
     # qs: (H, hd), s: (H, bs) scratch; out: pm, pl (H,), pacc (H, hd) unnormalized.
     # Every head at once, so each block's K and V (bs x KVH x hd, contiguous) are read front to back;
     # rows are read with flat offsets into the caches (no views in the loops: no reference counting).
@@ -52,6 +53,9 @@ def _decode_split(q, k_cache, v_cache, block_table, b, k_lo, k_hi, scale, qs, s,
                     for d in range(hd16, hd):
                         sc += qs[h, d] * k_cache[blk, j, kvh, d]
                     s[h, j] = sc
+        for j in range(min(nj, k_first - p0)):                 # before the window: not attended
+            for h in range(H):
+                s[h, j] = -np.inf
         for h in range(H):
             mt = s[h, 0]
             for j in range(1, nj):
@@ -127,12 +131,14 @@ def _store4(arr, i, v0, v1, v2, v3):
 
 
 @njit(cache=True)
-def _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, pm, pl, pacc):
-    # item it = (sequence b, split sp); pm, pl: (B, n_splits, H); pacc: (B, n_splits, H, hd)
+def _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, window, pm, pl, pacc):
+    # item it = (sequence b, split sp); pm, pl: (B, n_splits, H); pacc: (B, n_splits, H, hd);
+    # window > 0: only the last `window` keys are attended, splits start at the window's first block
     n_splits = pm.shape[1]
     b = it // n_splits
     sp = it - b * n_splits
-    k_lo = sp * split_keys
+    k_first = max(0, context_lens[b] - window) if window > 0 else 0
+    k_lo = k_first - k_first % k_cache.shape[1] + sp * split_keys
     k_hi = min(context_lens[b], k_lo + split_keys)
     H, hd = q.shape[1], q.shape[2]
     if k_lo >= k_hi:
@@ -142,7 +148,7 @@ def _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, spl
     else:
         qs = np.empty((H, hd), np.float32)
         s = np.empty((H, k_cache.shape[1]), np.float32)
-        _decode_split(q, k_cache, v_cache, block_tables[b], b, k_lo, k_hi, np.float32(scale), qs, s,
+        _decode_split(q, k_cache, v_cache, block_tables[b], b, k_lo, k_hi, k_first, np.float32(scale), qs, s,
                       pm[b, sp], pl[b, sp], pacc[b, sp])
 
 
@@ -177,26 +183,26 @@ def _partials(B, n_splits, H, hd):
 
 
 @njit(cache=True, parallel=True)
-def decode_parallel(out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys):
+def decode_parallel(out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, window):
     # out, q: (B, H, hd); items (sequence, split) over threads, then the combine
     B, H, hd = q.shape
     n_splits = (context_lens.max() + split_keys - 1) // split_keys
     pm, pl, pacc = _partials(B, n_splits, H, hd)
     for it_ in prange(B * n_splits):
         it = np.int64(it_)          # (uint64 in a prange: one specialization)
-        _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, pm, pl, pacc)
+        _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, window, pm, pl, pacc)
     for bh_ in prange(B * H):
         bh = np.int64(bh_)          # (uint64 in a prange: one specialization)
         _combine(bh, out, pm, pl, pacc)
 
 
 @njit(cache=True)
-def decode_serial(out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys):
+def decode_serial(out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, window):
     B, H, hd = q.shape
     n_splits = (context_lens.max() + split_keys - 1) // split_keys
     pm, pl, pacc = _partials(B, n_splits, H, hd)
     for it in range(B * n_splits):
-        _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, pm, pl, pacc)
+        _decode_item(it, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys, window, pm, pl, pacc)
     for bh in range(B * H):
         _combine(bh, out, pm, pl, pacc)
 
@@ -206,9 +212,11 @@ def split_keys_for(block_size: int) -> int:
     return -(-SPLIT_KEYS // block_size) * block_size
 
 
-def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0):
     """out, q: (B, n_heads, head_dim) float32; k_cache, v_cache: (num_blocks, block_size, n_kv_heads,
-    head_dim); block_tables: (B, max_blocks) int; context_lens: (B,) int, each >= 1."""
+    head_dim); block_tables: (B, max_blocks) int; context_lens: (B,) int, each >= 1; window: 0 (all),
+    else only the last ``window`` keys of each context."""
+    window = chk.window(window)
     num_blocks, bs, kvh, hd = chk.paged_cache(k_cache, v_cache)
     chk.f32("q", q, 3)
     chk.f32("out", out, 3, writable=True)
@@ -224,7 +232,7 @@ def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens,
     chk.block_tables_used(block_tables, -(-context_lens // bs), num_blocks)
     scale = chk.finite_float("scale", scale)
     if out.size:
-        args = (out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys_for(bs))
+        args = (out, q, k_cache, v_cache, block_tables, context_lens, scale, split_keys_for(bs), window)
         work = int(context_lens.sum()) * q.shape[1] * hd
         (decode_parallel if use_threads(work, PARALLEL_MIN_FLOP) else decode_serial)(*args)
     return out

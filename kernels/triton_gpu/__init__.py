@@ -100,6 +100,12 @@ class TorchArrays:
             a = np.array(a, copy=True, order="C")      # never a view of the caller's array
         return torch.from_numpy(a).to(device=self.device, dtype=self._dtype(a.dtype))
 
+    def table(self, a):
+        """A float32 lookup table (RoPE's inverse frequencies) on the device, kept float32 whatever the
+        backend's float dtype: an fp16 frequency would be off by radians at position 4096."""
+        import torch
+        return torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).to(self.device)
+
     @staticmethod
     def to_numpy(t):
         """float32 numpy for float tensors; integer tensors keep their dtype."""

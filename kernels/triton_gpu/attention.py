@@ -43,7 +43,7 @@ def _kv_offsets(n, bt_row, ctx, stride_kb, stride_kt, PAGED: tl.constexpr, PAGE:
 
 
 @helper
-def _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx, qk_scale,
+def _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx, qk_scale, window,
                stride_kb, stride_kt, d, d_ok,
                MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE: tl.constexpr,
                BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, EVEN_D: tl.constexpr):
@@ -58,10 +58,15 @@ def _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx, qk
     s = mma(q, tl.trans(k), tl.zeros((q.shape[0], BLOCK_N), tl.float32), UPCAST) * qk_scale
     if MASKED:
         visible = (n[None, :] <= past + rows[:, None]) & (n[None, :] < ctx)   # (BM, BN)
+        visible &= (window == 0) | (n[None, :] > past + rows[:, None] - window)    # sliding window
         s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
+    if MASKED:                                   # a row that has seen no key yet: m stays -inf, p = 0
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     if MASKED or not EVEN_D:
         v = tl.load(v_base + off[:, None] + d[None, :], mask=kv_ok, other=0.0)    # (BN, BD)
@@ -75,7 +80,7 @@ def _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx, qk
 def _attn_fwd_kernel(Q, K, V, O, block_tables, cu_seqlens_q, context_lens, qk_scale,
                      stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
                      stride_ob, stride_ot, stride_oh, stride_bt,
-                     T_q, S_k, H, GROUP, T_BUCKET,
+                     T_q, S_k, H, GROUP, T_BUCKET, window,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGED: tl.constexpr,
                      PAGE: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -117,13 +122,16 @@ def _attn_fwd_kernel(Q, K, V, O, block_tables, cu_seqlens_q, context_lens, qk_sc
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     full_end = ((past + m0 + 1) // BLOCK_N) * BLOCK_N            # keys every row of the block sees
     end = tl.minimum(ctx, past + m0 + BLOCK_M)
-    for n0 in range(0, full_end, BLOCK_N):
+    # sliding window (window > 0): tiles before the first row's window skipped, the rest masked
+    start = tl.where(window > 0, (tl.maximum(past + m0 + 1 - window, 0) // BLOCK_N) * BLOCK_N, 0)
+    full_end = tl.where(window > 0, start, full_end)
+    for n0 in range(start, full_end, BLOCK_N):
         acc, m_i, l_i = _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx,
-                                   qk_scale, stride_kb, stride_kt, d, d_ok,
+                                   qk_scale, window, stride_kb, stride_kt, d, d_ok,
                                    False, PAGED, PAGE, BLOCK_N, UPCAST, HEAD_DIM == BLOCK_D)
     for n0 in range(full_end, end, BLOCK_N):
         acc, m_i, l_i = _attn_tile(acc, m_i, l_i, q, k_base, v_base, bt_row, n0, rows, past, ctx,
-                                   qk_scale, stride_kb, stride_kt, d, d_ok,
+                                   qk_scale, window, stride_kb, stride_kt, d, d_ok,
                                    True, PAGED, PAGE, BLOCK_N, UPCAST, HEAD_DIM == BLOCK_D)
     acc = acc / l_i[:, None]
     tl.store(o_base + rows[:, None].to(tl.int64) * stride_ot + d[None, :], acc.to(O.dtype.element_ty),
@@ -134,7 +142,7 @@ _attn_fwd_tuned = triton.autotune(configs=GPU_CONFIGS, key=["T_BUCKET", "HEAD_DI
 
 
 def launch(q, k, v, out, scale, *, paged, block_tables=None, cu_seqlens_q=None, context_lens=None,
-           max_rows: int, n_seqs: int, ctx=None, config=None):
+           max_rows: int, n_seqs: int, ctx=None, config=None, window: int = 0):
     """Shared launcher. Contiguous: q/out (B, T, H, D), k/v (B, S, KVH, D). Paged: q/out
     (T_total, H, D), k/v (num_blocks, block_size, KVH, D) and the block table metadata."""
     H, hd = q.shape[-2], q.shape[-1]
@@ -148,7 +156,7 @@ def launch(q, k, v, out, scale, *, paged, block_tables=None, cu_seqlens_q=None, 
         sk, page, T_q, S_k, sbt = (k.stride(0), k.stride(1), k.stride(2)), 1, q.shape[1], k.shape[1], 0
         block_tables = cu_seqlens_q = context_lens = q            # unused pointers
     args = (q, k, v, out, block_tables, cu_seqlens_q, context_lens, scale * LOG2E, *sq, *sk, *so, sbt,
-            T_q, S_k, H, H // KVH, min(pow2(max_rows, 16), 4096))
+            T_q, S_k, H, H // KVH, min(pow2(max_rows, 16), 4096), int(window))
     const = dict(HEAD_DIM=hd, BLOCK_D=pow2(hd, 16), PAGED=paged, PAGE=page, UPCAST=dot_upcast(q.dtype, interp))
     if config is None and not interp:
         grid = lambda m: (triton.cdiv(max_rows, m["BLOCK_M"]), n_seqs * H)  # noqa: E731
@@ -158,6 +166,13 @@ def launch(q, k, v, out, scale, *, paged, block_tables=None, cu_seqlens_q=None, 
     opts = {k_: cfg.pop(k_) for k_ in ("num_warps", "num_stages") if k_ in cfg}
     _attn_fwd_kernel[(triton.cdiv(max_rows, cfg["BLOCK_M"]), n_seqs * H)](*args, **const, **cfg, **opts)
     return out
+
+
+def check_window(window) -> int:
+    """A sliding-window length: an int >= 0 (0: no window)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window={window!r} must be an int >= 0 (0: no sliding window)")
+    return window
 
 
 def check_qkv(q, k, v, dev, q_dims: int, kv_dims: int):
@@ -174,9 +189,10 @@ def check_qkv(q, k, v, dev, q_dims: int, kv_dims: int):
         raise ValueError(f"q has {q.shape[-2]} heads, not a multiple of k's {k.shape[-2]} (GQA groups)")
 
 
-def attention_prefill(out, q, k, v, scale, *, ctx=None, config=None):
+def attention_prefill(out, q, k, v, scale, window=0, *, ctx=None, config=None):
     """Causal GQA attention over contiguous K/V. out, q: (T, H, hd); k, v: (S, KVH, hd), S >= T;
-    query i sees keys 0 .. S - T + i."""
+    query i sees keys 0 .. S - T + i (the last ``window`` of them when window > 0)."""
+    window = check_window(window)
     dev = device_of(ctx, q)
     check_qkv(q, k, v, dev, 3, 3)
     check_float("out", out, dev, ndim=3)
@@ -184,10 +200,11 @@ def attention_prefill(out, q, k, v, scale, *, ctx=None, config=None):
     if q.shape[0] > k.shape[0]:
         raise ValueError(f"attention_prefill: {q.shape[0]} queries but only {k.shape[0]} keys "
                          f"(queries are the last T positions)")
-    return attention_prefill_batched(out[None], q[None], k[None], v[None], scale, ctx=ctx, config=config)[0]
+    return attention_prefill_batched(out[None], q[None], k[None], v[None], scale, ctx=ctx, config=config,
+                                     window=window)[0]
 
 
-def attention_prefill_batched(out, q, k, v, scale, *, ctx=None, config=None):
+def attention_prefill_batched(out, q, k, v, scale, *, ctx=None, config=None, window=0):
     """out, q: (B, T, H, hd); k, v: (B, S, KVH, hd), any strides with the last dim contiguous
     (so SDPA's (B, H, S, D) tensors can be passed as .transpose(1, 2) views)."""
     dev = device_of(ctx, q)
@@ -199,11 +216,11 @@ def attention_prefill_batched(out, q, k, v, scale, *, ctx=None, config=None):
     if q.shape[1] == 0:
         return out
     return launch(q, k, v, out, float(scale), paged=False, max_rows=q.shape[1], n_seqs=q.shape[0],
-                  ctx=ctx, config=config)
+                  ctx=ctx, config=config, window=window)
 
 
 def paged_prefill_launch(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale,
-                         *, ctx=None, config=None):
+                         *, ctx=None, config=None, window=0):
     """Checked varlen paged prefill (see paged_attention.paged_prefill_attention)."""
     dev = device_of(ctx, q)
     check_qkv(q, k_cache, v_cache, dev, 3, 4)
@@ -220,7 +237,7 @@ def paged_prefill_launch(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, c
         return out
     return launch(q, k_cache, v_cache, out, float(scale), paged=True, block_tables=block_tables,
                   cu_seqlens_q=cu_seqlens_q, context_lens=context_lens, max_rows=q.shape[0], n_seqs=B,
-                  ctx=ctx, config=config)
+                  ctx=ctx, config=config, window=check_window(window))
 
 
 def sdpa_flops(B: int, H: int, T: int, S: int, head_dim: int) -> float:

@@ -19,13 +19,13 @@ import triton.language as tl
 
 from ._common import (check_float, check_index, check_shape, device_of, dot_upcast, interpreting,
                       launch_opts, mma, pow2)
-from .attention import LOG2E, check_qkv, paged_prefill_launch
+from .attention import LOG2E, check_qkv, check_window, paged_prefill_launch
 
 
 @triton.jit
 def _decode_kernel(Q, K, V, O, OP, LSE, block_tables, context_lens, qk_scale,
                    stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_ob, stride_oh,
-                   stride_bt, split_len, num_splits,
+                   stride_bt, split_len, num_splits, window,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_T: tl.constexpr,
                    DIRECT: tl.constexpr, UPCAST: tl.constexpr):
@@ -36,9 +36,11 @@ def _decode_kernel(Q, K, V, O, OP, LSE, block_tables, context_lens, qk_scale,
     sp = tl.program_id(2)
     ctx = tl.load(context_lens + b).to(tl.int32)
     start = sp * split_len
-    if start >= ctx:
-        return
+    first = tl.where(window > 0, tl.maximum(ctx - window, 0), 0)             # the window's first key
     end = tl.minimum(ctx, start + split_len)
+    if (start >= ctx) | (end <= first):
+        return
+    start = tl.maximum(start, (first // BLOCK_T) * BLOCK_T)                  # tiles before it skipped
     g = tl.arange(0, GROUP_PAD)
     heads = kvh * GROUP + g                                                   # (GP,)
     d = tl.arange(0, BLOCK_D)
@@ -52,7 +54,7 @@ def _decode_kernel(Q, K, V, O, OP, LSE, block_tables, context_lens, qk_scale,
     acc = tl.zeros((GROUP_PAD, BLOCK_D), tl.float32)
     for t0 in range(start, end, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)
-        t_ok = t < end
+        t_ok = (t < end) & (t >= first)
         page = tl.load(bt_row + t // PAGE, mask=t_ok, other=0).to(tl.int64)
         off = page * stride_kb + (t % PAGE).to(tl.int64) * stride_kt + kv_head   # (BT,)
         kv_ok = t_ok[:, None] & (d < HEAD_DIM)[None, :]
@@ -78,7 +80,7 @@ def _decode_kernel(Q, K, V, O, OP, LSE, block_tables, context_lens, qk_scale,
 
 
 @triton.jit
-def _combine_kernel(OP, LSE, O, context_lens, split_len, num_splits, stride_ob, stride_oh,
+def _combine_kernel(OP, LSE, O, context_lens, split_len, num_splits, window, stride_ob, stride_oh,
                     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, SPLITS_PAD: tl.constexpr):
     """grid (B, H): out = sum_s exp2(lse_s - max) o_s / sum_s exp2(lse_s - max) over live splits."""
     b = tl.program_id(0)
@@ -86,7 +88,8 @@ def _combine_kernel(OP, LSE, O, context_lens, split_len, num_splits, stride_ob, 
     H = tl.num_programs(1)
     ctx = tl.load(context_lens + b).to(tl.int32)
     s = tl.arange(0, SPLITS_PAD)
-    s_ok = s < tl.cdiv(ctx, split_len)
+    first = tl.where(window > 0, tl.maximum(ctx - window, 0), 0)
+    s_ok = (s < tl.cdiv(ctx, split_len)) & ((s + 1) * split_len > first)     # splits that ran
     row = (b * H + h).to(tl.int64) * num_splits + s                          # (SP,)
     lse = tl.load(LSE + row, mask=s_ok, other=float("-inf"))
     w = tl.exp2(lse - tl.max(lse, axis=0))                                    # (SP,), 0 where dead
@@ -111,12 +114,14 @@ def default_config(B: int, n_kv_heads: int, max_context: int, head_dim: int, *, 
     return {"BLOCK_T": block_t, "split_len": split_len, "num_warps": 4, "num_stages": 3}
 
 
-def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, *,
+def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0, *,
                            ctx=None, config=None):
     """out, q: (B, H, hd); k_cache, v_cache: (num_blocks, block_size, KVH, hd); block_tables:
-    (B, max_blocks) int; context_lens: (B,) int >= 1 (the query's own K/V included).
+    (B, max_blocks) int; context_lens: (B,) int >= 1 (the query's own K/V included); window: 0 (all),
+    else only the last ``window`` keys of each context.
     config: {"BLOCK_T", "split_len" (a multiple of BLOCK_T), "num_warps", "num_stages"}."""
     dev = device_of(ctx, q)
+    window = check_window(window)
     check_qkv(q, k_cache, v_cache, dev, 3, 4)
     check_float("out", out, dev, ndim=3)
     check_shape("out", out, q.shape)
@@ -147,21 +152,21 @@ def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens,
     _decode_kernel[(B, KVH, num_splits)](
         q, k_cache, v_cache, out, part, lse, block_tables, context_lens, float(scale) * LOG2E,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        out.stride(0), out.stride(1), block_tables.stride(0), split_len, num_splits,
+        out.stride(0), out.stride(1), block_tables.stride(0), split_len, num_splits, window,
         GROUP=group, GROUP_PAD=pow2(group, 16), HEAD_DIM=hd, BLOCK_D=pow2(hd, 16), PAGE=page,
         BLOCK_T=block_t, DIRECT=direct, UPCAST=dot_upcast(q.dtype, interp), **opts)
     if not direct:
-        _combine_kernel[(B, H)](part, lse, out, context_lens, split_len, num_splits, out.stride(0),
+        _combine_kernel[(B, H)](part, lse, out, context_lens, split_len, num_splits, window, out.stride(0),
                                 out.stride(1), HEAD_DIM=hd, BLOCK_D=pow2(hd, 16),
                                 SPLITS_PAD=pow2(num_splits))
     return out
 
 
 def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale,
-                            *, ctx=None, config=None):
+                            window=0, *, ctx=None, config=None):
     """Varlen causal attention over the paged cache (prefill, chunked prefill, or any mix).
     out, q: (T_total, H, hd); k_cache, v_cache: (num_blocks, block_size, KVH, hd); block_tables:
     (B, max_blocks) int; cu_seqlens_q: (B + 1,) int, sequence b owns rows cu[b]:cu[b+1];
     context_lens: (B,) int, tokens in the cache for b including this step's."""
     return paged_prefill_launch(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
-                                scale, ctx=ctx, config=config)
+                                scale, ctx=ctx, config=config, window=window)

@@ -11,6 +11,7 @@ transformers 5 writes ``rope_parameters`` {rope_theta, rope_type, ...}.
 from __future__ import annotations
 
 import math
+import re
 
 from ..config import ModelConfig, RopeScaling
 
@@ -26,7 +27,7 @@ HARMLESS = frozenset({
     "return_dict", "id2label", "label2id", "tokenizer_class", "chunk_size_feed_forward", "problem_type",
     "is_decoder", "is_encoder_decoder", "add_cross_attention", "tf_legacy_loss", "use_bfloat16",
     "torchscript", "prefix", "task_specific_params", "finetuning_task", "cross_attention_hidden_size",
-    "tie_encoder_decoder", "pruned_heads",
+    "tie_encoder_decoder", "pruned_heads", "_attn_implementation_autoset",
     # pretraining_tp > 1 only splits llama's matmuls into slices in transformers 4 (same sums)
     "pretraining_tp",
     # generation defaults (sampling settings, not logits)
@@ -50,6 +51,10 @@ ARCH_KEYS = {
     "qwen2": {"sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
     "qwen3": {"attention_bias", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
 }
+# ModelConfig field -> the config.json key it is read from (errors name the key the user can see)
+HF_KEY_OF = {"dim": "hidden_size", "hidden_dim": "intermediate_size", "n_layers": "num_hidden_layers",
+             "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads",
+             "max_seq_len": "max_position_embeddings", "norm_eps": "rms_norm_eps"}
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "vocab_size", "max_position_embeddings", "rms_norm_eps")
 ROPE_KEYS = {"rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor",
@@ -201,7 +206,8 @@ def config_from_hf(hf, name: str = "custom") -> ModelConfig:
             rope_theta=theta, norm_eps=eps, tied_embeddings=tied, name=name, rope_scaling=scaling,
             qkv_bias=arch == "qwen2", qk_norm=arch == "qwen3", sliding_window=_sliding_window(hf, arch))
     except ValueError as e:
-        raise ValueError(f"config.json is invalid: {e}") from None
+        message = re.sub(r"\b(" + "|".join(HF_KEY_OF) + r")\b", lambda m: HF_KEY_OF[m.group(1)], str(e))
+        raise ValueError(f"config.json is invalid: {message}") from None
 
 
 def config_to_hf(config: ModelConfig) -> dict:
