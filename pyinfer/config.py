@@ -221,6 +221,23 @@ PRESETS: dict[str, ModelConfig] = {
                             vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-7b"),
     "llama-70b": ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, hidden_dim=28672,
                              vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-70b"),
+    # Published shapes from each model's config.json on the Hugging Face hub (meta-llama/Llama-3.1-8B,
+    # meta-llama/Llama-3.1-70B, mistralai/Mistral-7B-v0.1, Qwen/Qwen2.5-7B), with their llama3 rope scaling,
+    # Mistral's 4096-token sliding window and Qwen2's q/k/v biases.
+    "llama-3.1-8b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336,
+                                vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
+                                tied_embeddings=False, name="llama-3.1-8b",
+                                rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+    "llama-3.1-70b": ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, hidden_dim=28672,
+                                 vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
+                                 tied_embeddings=False, name="llama-3.1-70b",
+                                 rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+    "mistral-7b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336,
+                              vocab_size=32000, max_seq_len=32768, rope_theta=10000.0,
+                              tied_embeddings=False, name="mistral-7b", sliding_window=4096),
+    "qwen2.5-7b": ModelConfig(dim=3584, n_layers=28, n_heads=28, n_kv_heads=4, hidden_dim=18944,
+                              vocab_size=152064, max_seq_len=131072, rope_theta=1000000.0, norm_eps=1e-6,
+                              tied_embeddings=False, name="qwen2.5-7b", qkv_bias=True),
 }
 
 

@@ -12,9 +12,11 @@ from .cost import Cost, CostCounter
 from .estimate import Estimate, OpCost, PhaseCost, count, estimate, step_cost
 from .hardware import Device, get_device, get_devices, load_device_file, this_cpu
 from .roofline import Efficiency, OpPoint, PhaseRoofline, achieved_fraction, predict, predict_estimate, where_run_sits
-from .economics import TokenEconomics, kv_bytes_per_token, plan, token_economics, weight_bytes
+from .economics import DoesNotFit, TokenEconomics, kv_bytes_per_token, plan, token_economics, weight_bytes
+from .speculative import SpecEconomics, expected_tokens_per_step, speculative_economics, speculative_speedup
 
 __all__ = ["Cost", "CostCounter", "Estimate", "OpCost", "PhaseCost", "count", "estimate", "step_cost", "Device",
            "get_device", "get_devices", "load_device_file", "this_cpu", "Efficiency", "OpPoint", "PhaseRoofline",
            "achieved_fraction", "predict", "predict_estimate", "where_run_sits", "TokenEconomics",
-           "kv_bytes_per_token", "plan", "token_economics", "weight_bytes"]
+           "kv_bytes_per_token", "plan", "token_economics", "weight_bytes", "DoesNotFit", "SpecEconomics",
+           "expected_tokens_per_step", "speculative_economics", "speculative_speedup"]
