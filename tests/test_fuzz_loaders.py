@@ -144,10 +144,6 @@ def test_hf_configs_with_wrong_types_load_or_are_refused(tmp_path):
     shutil.rmtree(d)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="issue #12 D7: a null/list rms_norm_eps or rope_theta, or a config that is not a JSON "
-                          "object, raises TypeError in loaders/hf.py; fixed on the h11-models branch. Remove this "
-                          "marker when it merges (strict: an XPASS fails)")
 def test_hf_config_float_fields_and_non_objects_load_or_are_refused(tmp_path):
     d, config = _hf_config_fields(tmp_path)
     for key in sorted(HF_FLOAT_FIELDS):
