@@ -196,9 +196,12 @@ class SamplingParams:
         if self.seed is not None:
             integer("seed")
         stops = self.stop_token_ids
+        if stops is None:                    # resolved to the model's EOS ids by tokenization.with_stop_ids
+            return
         if isinstance(stops, (str, bytes)) or not isinstance(stops, (tuple, list)) or \
                 any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0 for t in stops):
-            raise ValueError(f"SamplingParams.stop_token_ids must be a tuple of token ids (ints >= 0), got {stops!r}")
+            raise ValueError(f"SamplingParams.stop_token_ids must be None (the model's EOS ids) or a tuple of "
+                             f"token ids (ints >= 0), got {stops!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in stops))
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from pyinfer.kernels import reference as ref
+from pyinfer.kernels.reference import plain_inv_freq
 from pyinfer.ops import load_backend
 from pyinfer.quant import quantize
-from tests.c_support import isa  # noqa: F401 - fixture
-from tests.conftest import poisoned
+from c_support import isa  # noqa: F401 - fixture
+from conftest import poisoned
 
 T, D, K, N, V, H, KVH, HD, BS = 5, 37, 64, 19, 45, 4, 2, 24, 4
 
@@ -27,8 +28,8 @@ def cases(rng):
     pool_k, pool_v, q6 = f(nb, BS, KVH, HD), f(nb, BS, KVH, HD), f(6, H, HD)
     out = {
         "rmsnorm": (dict(out=poisoned((T, D)), x=f(T, D), weight=f(D), eps=1e-5), ("x", "weight")),
-        "rope": (dict(out=poisoned((T, H * HD)), x=f(T, H * HD), positions=np.arange(T), head_dim=HD,
-                      theta=10000.0), ("x",)),
+        "rope": (dict(out=poisoned((T, H * HD)), x=f(T, H * HD), positions=np.arange(T),
+                      inv_freq=plain_inv_freq(HD, 10000.0)), ("x",)),
         "matmul": (dict(out=poisoned((T, N)), x=f(T, K), w=f(N, K)), ("x", "w")),
         "silu_mul": (dict(out=poisoned((T, D)), gate=f(T, D), up=f(T, D)), ("gate", "up")),
         "add": (dict(out=poisoned((T, D)), x=f(T, D), y=f(T, D)), ("x", "y")),

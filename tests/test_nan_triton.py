@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from pyinfer.kernels import reference as ref  # noqa: E402
 from pyinfer.kernels.triton_gpu._common import make_context  # noqa: E402
 from pyinfer.ops import load_backend  # noqa: E402
-from tests.test_nan_rule import cases  # noqa: E402
+from test_nan_rule import cases  # noqa: E402
 
 DEV = make_context().device
 OPS = ["rmsnorm", "rope", "matmul", "silu_mul", "add", "attention_prefill", "paged_prefill_attention",
