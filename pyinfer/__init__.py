@@ -11,6 +11,10 @@ if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)
         and _os.path.isfile(_os.path.join(_root, "kernels", "reference.py"))):
     __path__.append(_root)  # noqa: F821 - the package's own __path__
 
+from .threads import init_env as _init_env  # noqa: E402
+
+_init_env()      # OpenMP's idle threads wait passively (before any OpenMP runtime loads): pyinfer.threads
+
 from .config import PRESETS, CacheConfig, ModelConfig, SamplingParams, get_preset  # noqa: E402
 
 __version__ = "0.1.0"

@@ -17,8 +17,10 @@ from .fetch import resolve_model_arg
 from .generate import GenerationResult, generate
 from .loaders import load_checkpoint
 from .model import Model
-from .ops import Ops
+from .ops import Ops, resolve_backend
 from .quant import get_format, quantize_weights
+from .threads import ThreadSetting
+from .threads import ensure as ensure_threads
 from .tokenizer import check_tokenizer_matches, load_tokenizer
 from .weights import random_weights
 
@@ -32,10 +34,11 @@ class Completion:
 class TextGenerator:
     """A model, its tokenizer and a backend, ready to generate."""
 
-    def __init__(self, model: Model, tokenizer, source: str):
+    def __init__(self, model: Model, tokenizer, source: str, threads: ThreadSetting | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.source = source          # what was loaded, for reports
+        self.threads = threads        # the process-wide thread count when loaded, and why
 
     def generate(self, prompt: str = "", steps: int = 256, params: SamplingParams | None = None,
                  on_text: Callable[[str], None] | None = None, block_size: int = 16) -> Completion:
@@ -58,15 +61,19 @@ class TextGenerator:
 
 
 def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None,
-         preset: str | None = None, backend: str = "numpy", seed: int = 0,
-         quant: str | None = None) -> TextGenerator:
+         preset: str | None = None, backend: str | None = None, seed: int = 0,
+         quant: str | None = None, threads: str | int | None = None) -> TextGenerator:
     """A checkpoint path or fetched model name (``model``), else a preset with seeded random weights
     (``preset``, default ``toy``) and a byte-level tokenizer. ``quant`` (e.g. "int8", "int4-g32")
-    quantizes every linear weight after loading (see pyinfer.quant.FORMATS)."""
+    quantizes every linear weight after loading (see pyinfer.quant.FORMATS). ``backend``: None picks
+    the fastest that loads here (c, else numba, else numpy; ``ops.default_backend``). ``threads``:
+    "auto" or a count for every compute pool, process-wide (pyinfer.threads); None keeps the count
+    already set in this process, else auto."""
     fmt = get_format(quant) if quant else None
     if model is not None and preset is not None:
         raise ValueError("give either a model (checkpoint or fetched name) or a preset, not both")
-    ops = Ops(backend)
+    setting = ensure_threads(threads)
+    ops = Ops(resolve_backend(backend))
     if model is None:
         config = get_preset(preset or "toy")
         weights = random_weights(config, seed=seed)
@@ -85,7 +92,7 @@ def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | 
     if fmt is not None:
         weights = quantize_weights(weights, fmt)
         source += f", quantized {fmt.name}"
-    return TextGenerator(Model(weights, ops), tok, source)
+    return TextGenerator(Model(weights, ops), tok, source, setting)
 
 
 def _tokenizer_beside(model_path: Path) -> Path | None:

@@ -78,6 +78,26 @@ class NumpyArrays:
         return a
 
 
+# The default backend: the first of these that loads here (the numpy reference always does).
+DEFAULT_ORDER = ("c", "numba", "numpy")
+
+
+def default_backend() -> str:
+    """The fastest backend that loads here: c, else numba, else numpy (the reference)."""
+    for name in DEFAULT_ORDER:
+        try:
+            load_backend(name)
+            return name
+        except BackendUnavailable:
+            continue
+    return "numpy"
+
+
+def resolve_backend(name: str | None) -> str:
+    """``name``, or the default backend when it is None, "" or "auto"."""
+    return default_backend() if name in (None, "", "auto") else name
+
+
 class BackendUnavailable(RuntimeError):
     """A backend could not load here (no compiler output, no GPU, missing package)."""
 
@@ -102,6 +122,8 @@ def _load(name: str):
     unknown = set(impls) - set(REGISTRY)
     if unknown:
         raise RuntimeError(f"backend {name!r} registers unknown ops {sorted(unknown)}")
+    from .threads import apply
+    apply()                         # a pool this backend brought in takes the process's thread count
     return impls, arrays
 
 

@@ -29,7 +29,8 @@ from typing import Iterable, Mapping
 
 PEAK_KEYS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 _SAME_RATE = {"bf16": "fp16", "fp16": "bf16"}      # a chip that lists one runs the other at the same rate
-CACHE_VERSION = 2                                   # 2: this-cpu carries its read bandwidth curve
+CACHE_VERSION = 3       # 2: this-cpu carries its read bandwidth curve; 3: peaks include our own kernels,
+                        # keyed by CPU flags, cache sizes and usable cores
 
 
 @dataclass(frozen=True)
@@ -234,14 +235,25 @@ def default_cache_dir() -> Path:
     return d()
 
 
-def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, quick: bool = False) -> Device:
-    """This machine's CPU, measured by microbenchmarks on first use (a few seconds) and cached in
-    <cache>/hardware/this-cpu-<threads>t.json; remeasured when the CPU model or thread count changes."""
-    from .microbench import compute_threads, cpu_model, measure
+def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, quick: bool = False,
+             threads: int | None = None) -> Device:
+    """This machine's CPU, measured by microbenchmarks on first use (~20 s, announced on stderr) with
+    ``threads`` threads in every pool (default: the count in force, pyinfer.threads), and cached in
+    <cache>/hardware/this-cpu-<key>-<threads>t.json. The key is what decides the figures: the CPU model,
+    its feature flags, its cache sizes, the cores this process may use and the thread count (machines
+    that share a model name can differ in L3 size)."""
+    import hashlib
+    import sys
 
-    threads = compute_threads()
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "hardware" / f"this-cpu-{threads}t.json"
-    key = {"cpu_model": cpu_model(), "threads": threads, "version": CACHE_VERSION}
+    from ..threads import current, pools, usable_cores
+    from .microbench import cache_sizes, cpu_flags, cpu_model, measure
+
+    threads = threads or current()
+    key = {"cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "cache_sizes": cache_sizes(),
+           "usable_cores": usable_cores(), "threads": threads, "version": CACHE_VERSION}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "hardware" / \
+        f"this-cpu-{digest}-{threads}t.json"
     m = None
     if path.exists() and not refresh:
         try:
@@ -251,7 +263,11 @@ def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, 
         except (OSError, ValueError):
             m = None
     if m is None:
-        m = {**measure(quick=quick), **key, "date": _date.today().isoformat()}
+        print(f"measuring this CPU's ceilings ({threads} thread{'s' * (threads > 1)}: bandwidth by working set, "
+              f"fp32 and int8 peaks; {'~10' if quick else '~20-30'} s, once; cached in {path})",
+              file=sys.stderr, flush=True)
+        with pools(threads):
+            m = {**measure(quick=quick), **key, "date": _date.today().isoformat()}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -260,6 +276,30 @@ def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, 
         except OSError:
             pass                                # a read-only cache only costs a remeasure next time
     return cpu_device(m, str(path))
+
+
+def consistency_problems(d: Device, cpu_flags: Iterable[str] | None = None) -> list[str]:
+    """What is inconsistent in a device entry (empty when nothing): a peak or bandwidth that cannot be
+    a ceiling beside the others. int8 at least fp32 where the CPU has an int8 dot-product unit (VNNI,
+    AMX); a cache at least as fast as memory; the bandwidth curve non-increasing and ending at memory_bw;
+    triad not far above read (same memory system)."""
+    out = []
+    int8, fp32 = d.peak_flops.get("int8"), d.peak_flops.get("fp32")
+    has_dot = d.kind != "cpu" if cpu_flags is None else bool(set(cpu_flags) & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    if int8 and fp32 and has_dot and int8 < fp32:
+        out.append(f"int8 peak {int8:.3g} below fp32 peak {fp32:.3g} though it has an int8 dot-product unit")
+    for key in ("fp16", "bf16"):
+        if d.peak_flops.get(key) and fp32 and d.peak_flops[key] < fp32 and d.kind != "cpu":
+            out.append(f"{key} peak below fp32 peak")
+    curve = d.bw_curve
+    if any(b[1] > a[1] * 1.0001 for a, b in zip(curve, curve[1:])):
+        out.append("read bandwidth rises with working-set size (a larger set cannot stream faster)")
+    if curve and abs(curve[-1][1] - d.memory_bw) > 1e-6 * d.memory_bw:
+        out.append(f"bandwidth curve ends at {curve[-1][1]:.3g} B/s, not memory_bw {d.memory_bw:.3g}")
+    cache_bw = d.extra.get("cache_read_bw")
+    if cache_bw is not None and cache_bw < d.memory_bw * 0.999:
+        out.append(f"cache read bandwidth {cache_bw:.3g} below memory bandwidth {d.memory_bw:.3g}")
+    return out
 
 
 def cpu_device(m: dict, where: str = "measured") -> Device:
@@ -271,5 +311,5 @@ def cpu_device(m: dict, where: str = "measured") -> Device:
         interconnect_bw=None, power_w=None, price_per_hour=None, price_basis="unknown",
         source=f"measured here by pyinfer.analysis.microbench ({m['method']}); cached in {where}",
         date=m["date"], notes="fp16 arithmetic assumed at the fp32 rate (the engine computes in float32)",
-        extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"]},
+        extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"], "threads": m["threads"]},
         bw_curve=tuple((n, bw) for n, bw in m.get("read_bw_curve", ())))

@@ -4,12 +4,13 @@ latency-throughput curve, as JSON and a PNG)."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
 from ..config import PRESETS
+from ..threads import add_threads_option
+from .jsonout import add_json_option, emit_json, json_safe, quiet_stdout_if_json
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -17,7 +18,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="checkpoint path or fetched name (stories260K)")
     src.add_argument("--preset", choices=sorted(PRESETS), help="shape preset with seeded random weights (default: toy)")
     p.add_argument("--tokenizer", help="llama2.c tokenizer .bin (default: the fetched one or one beside the model)")
-    p.add_argument("--backend", default="numpy", help="kernel backend (default: numpy)")
+    p.add_argument("--backend", default=None, help="kernel backend (default: the fastest that loads here: "
+                                                   "c, else numba, else numpy)")
+    add_threads_option(p)
     p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
     t = p.add_argument_group("trace")
     t.add_argument("--num-requests", type=int, default=100)
@@ -36,7 +39,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("report")
     g.add_argument("--ttft-target-ms", type=float, default=None, help="goodput: TTFT target")
     g.add_argument("--tpot-target-ms", type=float, default=None, help="goodput: TPOT target")
-    g.add_argument("--json", help="write the results as JSON to this path")
+    add_json_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -56,7 +59,7 @@ def _load(args):
     from ..api import load
     preset = args.preset or ("toy" if args.model is None else None)
     return load(model=args.model, tokenizer=args.tokenizer, preset=preset, backend=args.backend,
-                seed=args.weights_seed)
+                seed=args.weights_seed, threads=args.threads)
 
 
 def _run_point(gen, args) -> dict:
@@ -84,46 +87,55 @@ def _run_point(gen, args) -> dict:
 def _header(gen) -> dict:
     from ..engine.machine import machine_info
     c = gen.model.config
-    return {"machine": machine_info(), "model": gen.source, "backend": gen.model.ops.describe(),
+    t = gen.threads
+    return {"machine": machine_info(), "model": gen.source, "backend": gen.model.ops.backend,
+            "backend_detail": gen.model.ops.describe(), "threads": t.count if t else None,
+            "threads_reason": t.reason if t else None,
             "params": c.n_params(), "dim": c.dim, "n_layers": c.n_layers, "vocab_size": c.vocab_size}
 
 
-def json_safe(x):
-    """NaN and infinity as null, tuples as lists: strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
-def _write_json(path: str | None, result: dict) -> None:
-    if path:
-        with open(path, "w") as f:
-            json.dump(json_safe(result), f, indent=2)
-        print(f"wrote {path}")
+def _threads_line(gen) -> str:
+    return f"threads {gen.threads.count} ({gen.threads.reason})" if gen.threads else "threads unknown"
 
 
 def _serve(args) -> int:
+    with quiet_stdout_if_json(args):
+        result = _serve_report(args)
+    emit_json(args, result)
+    return 0
+
+
+def _serve_report(args) -> dict:
     from ..engine.metrics import format_summary
+    from ..threads import CoreMonitor
     gen = _load(args)
+    monitor = CoreMonitor()
     point = _run_point(gen, args)
+    use = monitor.stop()
     e = point["engine"]
-    print(f"model {gen.source}, {gen.model.ops.describe()}")
+    print(f"model {gen.source}, {gen.model.ops.describe()}, {_threads_line(gen)}")
     print(f"trace {args.num_requests} requests, rate {args.rate:g}/s, prompt {args.prompt_len}, "
           f"output {args.output_len}, seed {args.seed}")
     print(f"engine max_num_seqs {args.max_num_seqs}, max_num_batched_tokens {args.max_num_batched_tokens}, "
           f"{e['num_blocks']} blocks of {e['block_size']}, {e['steps']} steps, prefix cache hit rate "
           f"{100 * e['prefix_cache_hit_rate']:.1f}%")
     print(format_summary(point["summary"]))
-    _write_json(args.json, {**_header(gen), **point})
-    return 0
+    warning = use.busy_warning() if use else None
+    if warning:
+        print(f"warning: {warning}")
+    return {**_header(gen), **point, "busy_warning": warning}
 
 
 def _sweep(args) -> int:
+    with quiet_stdout_if_json(args):
+        result = _sweep_report(args)
+    emit_json(args, result)
+    return 0
+
+
+def _sweep_report(args) -> dict:
     gen = _load(args)
+    print(f"model {gen.source}, {gen.model.ops.describe()}, {_threads_line(gen)}")
     key = args.vary.replace("-", "_")
     try:
         values = [float(v) if key == "rate" else int(v) for v in args.values.split(",")]
@@ -141,8 +153,7 @@ def _sweep(args) -> int:
         sys.stdout.flush()
         points.append({args.vary: v, **point})
     _plot(points, args.vary, args.png, os.path.basename(str(gen.source)))
-    _write_json(args.json, {**_header(gen), "vary": args.vary, "points": points})
-    return 0
+    return {**_header(gen), "vary": args.vary, "points": points}
 
 
 def replace_ns(ns: argparse.Namespace, **changes) -> argparse.Namespace:

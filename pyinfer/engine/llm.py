@@ -23,18 +23,24 @@ from .trace import progress_bar
 
 class LLM:
     """A model (checkpoint path, fetched name, preset, or a ready ``Model``) behind an Engine.
+    ``backend`` None: the fastest that loads (c, else numba, else numpy). ``threads``: "auto" or a
+    count for every compute pool, process-wide (pyinfer.threads); None keeps the process's setting.
     Extra keyword arguments are EngineConfig fields (max_num_seqs=..., num_blocks=...)."""
 
     def __init__(self, model: str | os.PathLike | Model | None = None, *, tokenizer=None, preset: str | None = None,
-                 backend: str = "numpy", seed: int = 0, config: EngineConfig | None = None, **config_fields):
+                 backend: str | None = None, seed: int = 0, threads: str | int | None = None,
+                 config: EngineConfig | None = None, **config_fields):
         if config is not None and config_fields:
             raise ValueError("give either config=EngineConfig(...) or its fields as keywords, not both")
         config = config or EngineConfig(**config_fields)
         if isinstance(model, Model):
+            from ..threads import ensure
+            self.threads = ensure(threads)
             self.engine = Engine(model, tokenizer, config)
         else:
             from ..api import load
-            gen = load(model, tokenizer=tokenizer, preset=preset, backend=backend, seed=seed)
+            gen = load(model, tokenizer=tokenizer, preset=preset, backend=backend, seed=seed, threads=threads)
+            self.threads = gen.threads
             self.engine = Engine(gen.model, gen.tokenizer, config)
 
     def generate(self, prompts, params: SamplingParams | list[SamplingParams] | None = None,
