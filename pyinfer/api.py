@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from .config import SamplingParams, get_preset
 from .fetch import resolve_model_arg
 from .generate import GenerationResult, generate
-from .loaders import load_checkpoint
+from .loaders import detect_format, load_checkpoint, read_gguf
 from .model import Model
 from .ops import Ops, resolve_backend
 from .quant import get_format, quantize_weights
 from .threads import ThreadSetting
 from .threads import ensure as ensure_threads
+from .tokenization import load_tokenizer_file, resolve_tokenizer, with_stop_ids
 from .tokenizer import check_tokenizer_matches, load_tokenizer
 from .weights import random_weights
 
@@ -43,9 +43,10 @@ class TextGenerator:
     def generate(self, prompt: str = "", steps: int = 256, params: SamplingParams | None = None,
                  on_text: Callable[[str], None] | None = None, block_size: int = 16) -> Completion:
         """Text after BOS for ``steps`` forward positions (llama2.c's -n), streamed to ``on_text``."""
-        params = params or SamplingParams()
+        params = with_stop_ids(params or SamplingParams(), self.tokenizer)
         prompt_ids = self.tokenizer.encode(prompt, bos=True)
-        stream = self.tokenizer.stream(prev_token=prompt_ids[0])   # holds back incomplete UTF-8
+        if not prompt_ids:
+            raise ValueError("the prompt encodes to no tokens (this tokenizer adds no BOS): give a prompt")
         pieces: list[str] = []
 
         def emit(text: str) -> None:
@@ -53,6 +54,12 @@ class TextGenerator:
                 pieces.append(text)
                 if on_text:
                     on_text(text)
+
+        if prompt_ids[0] == getattr(self.tokenizer, "bos_id", None):
+            stream = self.tokenizer.stream(prev_token=prompt_ids[0])   # holds back incomplete UTF-8
+        else:                                 # no BOS (e.g. Qwen2): the first token is text too
+            stream = self.tokenizer.stream()
+            emit(stream.feed(prompt_ids[0]))
 
         result = generate(self.model, prompt_ids, steps, params, lambda prev, tok: emit(stream.feed(tok)),
                           block_size)
@@ -77,25 +84,23 @@ def load(model: str | os.PathLike | None = None, tokenizer: str | os.PathLike | 
     if model is None:
         config = get_preset(preset or "toy")
         weights = random_weights(config, seed=seed)
-        tok = load_tokenizer(tokenizer, config.vocab_size)
+        tok = load_tokenizer_file(tokenizer, config.vocab_size) if tokenizer else load_tokenizer(None, config.vocab_size)
         source = f"preset {config.name} (random weights, seed {seed})"
     else:
         model_path, fetched_tok = resolve_model_arg(model)
-        weights = load_checkpoint(model_path)
-        tok_path = tokenizer or fetched_tok or _tokenizer_beside(Path(model_path))
-        if tok_path is None:
-            raise ValueError(f"no tokenizer for {model_path}: pass --tokenizer PATH "
-                             "(llama2.c's tokenizer .bin format)")
-        tok = load_tokenizer(tok_path, weights.config.vocab_size)
-        source = str(model_path)
+        gguf_meta, notes = None, []
+        if detect_format(model_path) == "gguf":
+            checkpoint = read_gguf(model_path)
+            weights, gguf_meta, notes = checkpoint.weights, checkpoint.metadata, checkpoint.notes
+            if fmt is not None and checkpoint.quantized:
+                raise ValueError(f"--quant {fmt.name}: {model_path} is already quantized (GGUF Q8_0 / Q4_0 "
+                                 "weights run as they are); requantizing is refused")
+        else:
+            weights = load_checkpoint(model_path)
+        tok = resolve_tokenizer(tokenizer or fetched_tok, model_path, weights.config.vocab_size, gguf_meta)
+        source = str(model_path) + "".join(f"; {n}" for n in notes)
     check_tokenizer_matches(tok, weights.config.vocab_size)
     if fmt is not None:
         weights = quantize_weights(weights, fmt)
         source += f", quantized {fmt.name}"
     return TextGenerator(Model(weights, ops), tok, source, setting)
-
-
-def _tokenizer_beside(model_path: Path) -> Path | None:
-    """tokenizer.bin or tok<vocab>.bin next to a checkpoint, as llama2.c's releases ship them."""
-    folder = model_path if model_path.is_dir() else model_path.parent
-    return next(iter(sorted(folder.glob("tok*.bin"))), None)

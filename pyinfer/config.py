@@ -111,7 +111,8 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     max_tokens: int = 256
-    stop_token_ids: tuple[int, ...] = field(default=(1, 2))  # BOS and EOS, as llama2.c
+    # None: the tokenizer's / model's own EOS ids (llama2.c's BOS and EOS, 1 and 2, without one)
+    stop_token_ids: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not self.temperature >= 0:

@@ -17,6 +17,7 @@ from .config import SamplingParams
 from .model import Model
 from .ops import Ops
 from .sampling import Sampler
+from .tokenization import with_stop_ids
 
 
 @dataclass
@@ -41,6 +42,7 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
              on_token: Callable[[int, int], None] | None = None, block_size: int = 16) -> GenerationResult:
     """Run one sequence. ``on_token(prev_id, id)`` is called for each emitted token, in order
     (prompt tokens after BOS first), so a caller can stream text as it comes."""
+    params = with_stop_ids(params, None)           # unset: llama2.c's 1/2 (callers with a tokenizer fill it)
     ctx = model.config.max_seq_len
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens; it needs at least BOS")

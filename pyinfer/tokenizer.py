@@ -25,6 +25,8 @@ class _TokenizerBase:
     """Shared decode/streaming; subclasses define ``vocab_size``, ``encode`` and ``decode_piece``."""
 
     bos_id, eos_id = BOS_ID, EOS_ID
+    stop_ids = (BOS_ID, EOS_ID)     # llama2.c's run.c stops when BOS comes back; EOS too
+    chat_template = None
     vocab_size: int
 
     def _check_id(self, token: int) -> None:
@@ -64,7 +66,7 @@ class StreamDecoder:
 
     def feed(self, token: int) -> str:
         first, self._started = not self._started, True
-        if first and token == BOS_ID and self.prev_token == -1:
+        if first and token == self.tokenizer.bos_id and self.prev_token == -1:
             self.tokenizer._check_id(token)
             self.prev_token = token
             return ""
@@ -248,7 +250,10 @@ def load_tokenizer(path: str | os.PathLike | None, vocab_size: int) -> Llama2cTo
 
 
 def check_tokenizer_matches(tokenizer: _TokenizerBase, vocab_size: int) -> None:
-    """Raise ValueError when the tokenizer's and the model's vocab sizes differ."""
-    if tokenizer.vocab_size != vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                         f"vocab_size is {vocab_size}")
+    """Raise ValueError unless every id the tokenizer can produce is a row of the model's embedding
+    (real checkpoints pad it: Qwen2 has 151,936 rows for 151,665 tokens). llama2.c's format reads
+    exactly the model's vocab_size tokens, so for it the sizes are equal."""
+    if tokenizer.vocab_size > vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                         f"{vocab_size} (the tokenizer's ids go up to {tokenizer.vocab_size - 1}): "
+                         "they do not match")

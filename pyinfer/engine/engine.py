@@ -15,6 +15,7 @@ from typing import Callable
 from ..config import SamplingParams
 from ..model import Model
 from ..sampling import NonFiniteLogitsError, Sampler
+from ..tokenization import with_stop_ids
 from ..tokenizer import check_tokenizer_matches
 from .config import EngineConfig
 from .model_runner import ModelRunner, batch_invariant_model, make_cache
@@ -56,7 +57,7 @@ class Engine:
                 raise ValueError("a text prompt needs a tokenizer; give the Engine one or pass token ids")
             prompt = self.tokenizer.encode(prompt, bos=True)
         prompt_ids = check_prompt_ids(prompt, c.vocab_size, c.max_seq_len)
-        params = SamplingParams() if params is None else params
+        params = with_stop_ids(SamplingParams() if params is None else params, self.tokenizer)
         check_params(params, c.vocab_size)
         need = max_cache_tokens(len(prompt_ids), params.max_tokens, c.max_seq_len)
         pool = self.cache.num_blocks * self.cache.block_size
