@@ -161,4 +161,4 @@ def small_cases(backends: dict, rng, quick: bool) -> list[Case]:
             Case("silu_mul", f"{T}x{Hd}", 3 * g.nbytes, 5 * g.size, "memory",
                  _impls(backends, "silu_mul", o2, g, u)),
             Case("rope", f"{T}x{D} hd=128", 2 * x.nbytes, 3 * x.size, "memory",
-                 _impls(backends, "rope", o1, x, pos, 128, 10000.0))]
+                 _impls(backends, "rope", o1, x, pos, ref.plain_inv_freq(128, 10000.0)))]

@@ -144,6 +144,17 @@ void add_f32(float *out, const float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
 }
 
+void bias_add_f32(float *out, const float *x, const float *bias, int64_t T, int64_t N) {
+    if (T * N < 8 * PAR_MIN_WORK) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < N; i++) out[t * N + i] = x[t * N + i] + bias[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < N; i++) out[t * N + i] = x[t * N + i] + bias[i];
+}
+
 int64_t kv_cache_write_f32(float *k_cache, float *v_cache, const float *k, const float *v,
                            const int64_t *slots, int64_t T, int64_t num_slots, int64_t width) {
     for (int64_t t = 0; t < T; t++)

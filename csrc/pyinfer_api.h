@@ -34,6 +34,8 @@ void rope_f32(float *out, const float *x, const int64_t *positions, const float 
 void silu_mul_f32(float *out, const float *gate, const float *up, int64_t n);
 /* out, x, y: (n,) (out may alias x or y) */
 void add_f32(float *out, const float *x, const float *y, int64_t n);
+/* out, x: (T, N) (out may alias x); bias: (N,). out = x + bias per row */
+void bias_add_f32(float *out, const float *x, const float *bias, int64_t T, int64_t N);
 /* k_cache, v_cache: (num_slots, width); k, v: (T, width); slots: (T,) */
 int64_t kv_cache_write_f32(float *k_cache, float *v_cache, const float *k, const float *v,
                            const int64_t *slots, int64_t T, int64_t num_slots, int64_t width);

@@ -70,14 +70,6 @@ def set_num_threads(n: int) -> None:
     _lib()[1].pyinfer_set_num_threads(int(n))
 
 
-@functools.lru_cache(maxsize=64)
-def rope_freq(head_dim: int, theta: float) -> np.ndarray:
-    """(head_dim / 2,) float32 frequencies computed exactly as kernels/reference.py rope_cos_sin
-    (numpy's float32 power may differ from libm's by an ulp, and the angle pos * freq amplifies it)."""
-    i2 = np.arange(0, head_dim, 2, dtype=np.float32)
-    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))
-    freq.flags.writeable = False
-    return freq
 
 
 def load():
@@ -109,18 +101,22 @@ def load():
         lib.rmsnorm_f32(buf(F, out), buf(F, x), buf(F, weight), x.shape[0], x.shape[1], float(eps))
         return out
 
-    def rope(out, x, positions, head_dim, theta):
-        """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int."""
+    def rope(out, x, positions, inv_freq):
+        """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int;
+        inv_freq: (head_dim / 2,) float32 (the numpy reference's table, pyinfer/rope.py)."""
         chk.f32("x", x, 2)
         chk.f32("out", out, 2, writable=True)
+        chk.f32("inv_freq", inv_freq, 1)
         positions = chk.index("positions", positions, 1)
         chk.shape("out", out, x.shape)
         chk.shape("positions", positions, (x.shape[0],))
-        if head_dim < 2 or head_dim % 2 or x.shape[1] % head_dim:
-            raise ValueError(f"head_dim={head_dim} must be even and divide the width {x.shape[1]}")
+        head_dim = 2 * inv_freq.shape[0]
+        if head_dim < 2 or x.shape[1] % head_dim:
+            raise ValueError(f"inv_freq has {inv_freq.shape[0]} entries: head_dim={head_dim} must divide "
+                             f"the width {x.shape[1]}")
         if out is not x:
             chk.disjoint("out", out, x=x)
-        freq = rope_freq(int(head_dim), float(theta))
+        freq = inv_freq
         lib.rope_f32(buf(F, out), buf(F, x), buf(I64, positions), buf(F, freq), x.shape[0], x.shape[1], int(head_dim))
         return out
 
@@ -154,6 +150,18 @@ def load():
         chk.shape("y", y, x.shape)
         chk.shape("out", out, x.shape)
         lib.add_f32(buf(F, out), buf(F, x), buf(F, y), x.size)
+        return out
+
+    def bias_add(out, x, bias):
+        """out, x: (T, N) float32 (out may be x); bias: (N,). out = x + bias per row."""
+        chk.f32("x", x, 2)
+        chk.f32("bias", bias, 1)
+        chk.f32("out", out, 2, writable=True)
+        chk.shape("out", out, x.shape)
+        chk.shape("bias", bias, (x.shape[1],))
+        if out is not x:
+            chk.disjoint("out", out, x=x)
+        lib.bias_add_f32(buf(F, out), buf(F, x), buf(F, bias), x.shape[0], x.shape[1])
         return out
 
     def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
@@ -317,7 +325,7 @@ def load():
         """As matmul_w4a16 with x quantized to int8 per group: integer dots of xq and (u - z)."""
         return _w4(lib.matmul_w4a8, out, x, qweight, scales, zeros, group_size)
 
-    ops = {"embedding": embedding, "rmsnorm": rmsnorm, "rope": rope, "matmul": matmul, "silu_mul": silu_mul,
+    ops = {"embedding": embedding, "rmsnorm": rmsnorm, "rope": rope, "matmul": matmul, "silu_mul": silu_mul, "bias_add": bias_add,
            "add": add, "kv_cache_write": kv_cache_write, "attention_prefill": attention_prefill,
            "paged_prefill_attention": paged_prefill_attention, "paged_decode_attention": paged_decode_attention,
            "argmax": argmax, "softmax": softmax, "matmul_w8a16": matmul_w8a16, "matmul_w8a8": matmul_w8a8,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import weakref
 
 from . import c_checks as chk
-from .c_cpu import rope_freq
 
 
 def make_decode_step(ffi, lib):
@@ -18,7 +17,7 @@ def make_decode_step(ffi, lib):
         views = views_of.get(plan)
         if views is None:
             c = plan.config
-            freq = rope_freq(c.head_dim, float(c.rope_theta))
+            freq = plan.inv_freq                        # (hd/2,) float32, scaled RoPE included
             views = views_of[plan] = (buf(I64, plan.table), buf(I64, plan.config_table), buf(F, freq),
                                       float(c.norm_eps), (c.n_layers, c.n_kv_heads, c.head_dim), freq)
         return views

@@ -31,11 +31,23 @@ class DecodePlan:
     weights: object                 # pyinfer.weights.ModelWeights (float32 or quantized linears)
     table: np.ndarray               # (2 + 8 + n_layers * 58,) int64, see csrc/fused.c
     config_table: np.ndarray        # (7,) int64: dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, vocab
+    inv_freq: np.ndarray = field(repr=False, default=None)   # (head_dim/2,) float32 RoPE table (scaled or not)
     keep: tuple = field(repr=False, default=())   # contiguous copies the addresses point into
+
+
+def fused_supported(config: ModelConfig) -> str | None:
+    """None when the fused step computes ``config`` exactly, else what it lacks (the model then runs
+    op by op): it has no q/k/v bias, no q/k norm and no sliding window; RoPE scaling it has (a table)."""
+    lacks = [name for name, on in (("qkv_bias", config.qkv_bias), ("qk_norm", config.qk_norm),
+                                   ("sliding_window", config.sliding_window > 0)) if on]
+    return ", ".join(lacks) or None
 
 
 def make_decode_plan(weights) -> DecodePlan:
     """The plan of a model's weights (every array C-contiguous, copied once where it is not)."""
+    from pyinfer.rope import rope_inv_freq
+    if fused_supported(weights.config):
+        raise ValueError(f"the fused decode step does not compute {fused_supported(weights.config)}")
     keep = []
 
     def buf(a, dtype):
@@ -64,7 +76,9 @@ def make_decode_plan(weights) -> DecodePlan:
             table += linear(getattr(lw, name))
     config_table = np.array([c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim, c.vocab_size],
                             np.int64)
-    return DecodePlan(c, weights, np.array(table, np.int64), config_table, tuple(keep))
+    inv_freq = rope_inv_freq(c)
+    inv_freq.flags.writeable = False
+    return DecodePlan(c, weights, np.array(table, np.int64), config_table, inv_freq, tuple(keep))
 
 
 def _linear(ops, out, x, w):
@@ -88,8 +102,8 @@ def _compose(ops, logits, tokens, positions, slot_mapping, block_tables, context
         _linear(ops, q, h, lw.wq)
         _linear(ops, k, h, lw.wk)
         _linear(ops, v, h, lw.wv)
-        ops.rope(q, q, positions, hd, c.rope_theta)
-        ops.rope(k, k, positions, hd, c.rope_theta)
+        ops.rope(q, q, positions, plan.inv_freq)
+        ops.rope(k, k, positions, plan.inv_freq)
         ops.kv_cache_write(k_cache[layer], v_cache[layer], k.reshape(B, KVH, hd), v.reshape(B, KVH, hd), slot_mapping)
         ops.paged_decode_attention(att, q.reshape(B, H, hd), k_cache[layer], v_cache[layer], block_tables,
                                    context_lens, scale)

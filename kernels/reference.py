@@ -24,21 +24,31 @@ def rmsnorm(out, x, weight, eps):
     return out
 
 
-def rope_cos_sin(positions, head_dim, theta):
+def plain_inv_freq(head_dim, theta):
+    """(head_dim // 2,) float32 freq_i = 1 / theta^(2i / head_dim), computed as run.c does.
+    Scaled variants (linear, llama3) are derived from it in pyinfer/rope.py."""
+    i2 = np.arange(0, head_dim, 2, dtype=np.float32)                                   # (hd/2,)
+    return (np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))).astype(np.float32)
+
+
+def rope_cos_sin(positions, inv_freq):
     """cos, sin: (T, head_dim // 2) float32 for adjacent-pair RoPE, computed as run.c does:
-    freq_i = 1 / theta^(2i / head_dim) and angle = pos * freq_i in float32."""
-    i2 = np.arange(0, head_dim, 2, dtype=np.float32)                                  # (hd/2,)
-    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))  # (hd/2,)
-    angle = positions.astype(np.float32)[:, None] * freq[None, :]                     # (T, hd/2)
+    angle = pos * inv_freq_i in float32, cos and sin of it rounded to float32."""
+    angle = positions.astype(np.float32)[:, None] * inv_freq[None, :].astype(np.float32)   # (T, hd/2)
     a64 = angle.astype(np.float64)
     return np.cos(a64).astype(np.float32), np.sin(a64).astype(np.float32)
 
 
-def rope(out, x, positions, head_dim, theta):
-    """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int.
-    Rotates each adjacent pair (x[2i], x[2i+1]) of every head by angle pos * freq_i."""
+def rope(out, x, positions, inv_freq):
+    """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int;
+    inv_freq: (head_dim // 2,) float32. Rotates each adjacent pair (x[2i], x[2i+1]) of every head
+    by angle pos * inv_freq_i."""
     T = x.shape[0]
-    cos, sin = rope_cos_sin(positions, head_dim, theta)      # (T, hd/2)
+    head_dim = 2 * inv_freq.shape[0]
+    if head_dim < 2 or x.shape[1] % head_dim:
+        raise ValueError(f"inv_freq has {inv_freq.shape[0]} entries: head_dim={head_dim} must divide "
+                         f"the width {x.shape[1]}")
+    cos, sin = rope_cos_sin(positions, inv_freq)             # (T, hd/2)
     xv = x.reshape(T, -1, head_dim // 2, 2)                  # (T, H, hd/2, 2)
     x0, x1 = xv[..., 0].copy(), xv[..., 1].copy()            # (T, H, hd/2)
     c, s = cos[:, None, :], sin[:, None, :]
@@ -67,6 +77,12 @@ def add(out, x, y):
     return out
 
 
+def bias_add(out, x, bias):
+    """out, x: (T, N) float32 (out may be x); bias: (N,). out = x + bias on every row (q/k/v biases)."""
+    np.add(x, bias[None, :], out=out)
+    return out
+
+
 def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
     """k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim); k, v: (T, n_kv_heads, head_dim);
     slot_mapping: (T,) int, slot = block_id * block_size + offset. Writes each token's K and V."""
@@ -84,11 +100,12 @@ def _softmax_rows(scores):
     return p
 
 
-def attention_prefill(out, q, k, v, scale):
+def attention_prefill(out, q, k, v, scale, window=0):
     """Causal grouped-query attention over contiguous K/V.
 
     out, q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim) with S >= T.
-    The queries are the last T positions: query i sees keys 0 .. S - T + i."""
+    The queries are the last T positions: query i (at position p = S - T + i) sees keys 0 .. p, or
+    with window > 0 only keys p - window + 1 .. p (transformers' sliding window: kv > q - window)."""
     T, H, hd = q.shape
     S, KVH, _ = k.shape
     if T > S:
@@ -99,7 +116,10 @@ def attention_prefill(out, q, k, v, scale):
     kh = np.repeat(k.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
     vh = np.repeat(v.transpose(1, 0, 2), group, axis=0)        # (H, S, hd)
     scores = np.matmul(q.transpose(1, 0, 2), kh.transpose(0, 2, 1)) * np.float32(scale)  # (H, T, S)
-    visible = np.arange(S)[None, :] <= (S - T + np.arange(T))[:, None]                    # (T, S)
+    p_q = (S - T + np.arange(T))[:, None]                                                  # (T, 1)
+    visible = np.arange(S)[None, :] <= p_q                                                # (T, S)
+    if window > 0:
+        visible &= np.arange(S)[None, :] > p_q - window
     scores = np.where(visible[None], scores, np.float32(-np.inf))
     p = _softmax_rows(scores).astype(np.float32)               # (H, T, S)
     out[...] = np.matmul(p, vh).transpose(1, 0, 2)             # (T, H, hd)
@@ -116,29 +136,31 @@ def gather_kv(k_cache, v_cache, block_table, context_len):
     return k, v
 
 
-def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, window=0):
     """Varlen causal attention over a paged cache (prefill, chunked prefill, or any mix).
 
     out, q: (T_total, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
     block_tables: (B, max_blocks) int; cu_seqlens_q: (B + 1,) int, sequence b owns rows
-    cu[b]:cu[b+1]; context_lens: (B,) int, tokens in the cache for b including this step's."""
+    cu[b]:cu[b+1]; context_lens: (B,) int, tokens in the cache for b including this step's;
+    window: 0 for full causal attention, else each query sees only its last ``window`` positions."""
     for b in range(len(context_lens)):
         lo, hi = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
         if hi == lo:
             continue
         k, v = gather_kv(k_cache, v_cache, block_tables[b], int(context_lens[b]))
-        attention_prefill(out[lo:hi], q[lo:hi], k, v, scale)
+        attention_prefill(out[lo:hi], q[lo:hi], k, v, scale, window)
     return out
 
 
-def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0):
     """One query token per sequence attending to its whole cached context.
 
     out, q: (B, n_heads, head_dim); k_cache, v_cache: (num_blocks, block_size, n_kv_heads, head_dim);
-    block_tables: (B, max_blocks) int; context_lens: (B,) int (>= 1, the query's own K/V included)."""
+    block_tables: (B, max_blocks) int; context_lens: (B,) int (>= 1, the query's own K/V included);
+    window: 0 for the whole context, else only its last ``window`` tokens."""
     for b in range(q.shape[0]):
         k, v = gather_kv(k_cache, v_cache, block_tables[b], int(context_lens[b]))
-        attention_prefill(out[b:b + 1], q[b:b + 1], k, v, scale)
+        attention_prefill(out[b:b + 1], q[b:b + 1], k, v, scale, window)
     return out
 
 

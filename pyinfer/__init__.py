@@ -6,8 +6,8 @@ import os as _os
 
 # Installed, setuptools maps the top-level kernels/ folder to pyinfer.kernels. Run from a bare
 # checkout (PYTHONPATH=., as on the GPU machine), let the package path reach that folder too.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "kernels"))
+_root = _os.path.dirname(_os.path.dirname(_os.path.realpath(__file__)))
+if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.realpath(__file__)), "kernels"))
         and _os.path.isfile(_os.path.join(_root, "kernels", "reference.py"))):
     __path__.append(_root)  # noqa: F821 - the package's own __path__
 

@@ -58,6 +58,8 @@ def pack_weights(w: ModelWeights) -> ModelWeights:
         offset += -(-a.nbytes // ALIGN) * ALIGN
 
     def moved(x):
+        if x is None or (not isinstance(x, QTensor) and id(x) not in view):   # optional extras stay apart
+            return x
         if isinstance(x, QTensor):
             return replace(x, qweight=view[id(x.qweight)], scales=view[id(x.scales)],
                            zeros=None if x.zeros is None else view[id(x.zeros)])

@@ -5,6 +5,7 @@ at construction with a message naming the field, never deep inside a kernel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 # A checkpoint header beyond these is treated as corrupt rather than trusted:
@@ -20,6 +21,36 @@ def _check_range(name: str, value: int, lo: int, hi: int) -> None:
         raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if not lo <= value <= hi:
         raise ValueError(f"{name}={value} is outside the plausible range [{lo}, {hi}]")
+
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """How RoPE's inverse frequencies are rescaled from plain ``1 / theta^(2i / head_dim)``, as
+    transformers' modeling_rope_utils computes them: ``linear`` divides every one by ``factor``;
+    ``llama3`` (Llama 3.1 / 3.2) divides the low ones by ``factor`` and blends the middle band.
+    pyinfer/rope.py turns a config into the (head_dim / 2,) table every backend's rope op reads."""
+
+    rope_type: str
+    factor: float = 1.0
+    low_freq_factor: float = 1.0          # llama3 only
+    high_freq_factor: float = 4.0         # llama3 only
+    original_max_position_embeddings: int = 0   # llama3 only
+
+    def __post_init__(self):
+        if self.rope_type not in ("linear", "llama3"):
+            raise ValueError(f"rope_type {self.rope_type!r} is not supported (supported: {', '.join(ROPE_TYPES)})")
+        for name in ("factor", "low_freq_factor", "high_freq_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"rope scaling {name}={v!r} must be a finite number > 0")
+        if self.rope_type == "llama3":
+            if not self.high_freq_factor > self.low_freq_factor:
+                raise ValueError(f"rope scaling high_freq_factor={self.high_freq_factor} must exceed "
+                                 f"low_freq_factor={self.low_freq_factor}")
+            _check_range("original_max_position_embeddings", self.original_max_position_embeddings, 1, MAX_SEQ_LEN)
 
 
 @dataclass(frozen=True)
@@ -39,8 +70,23 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tied_embeddings: bool = True
     name: str = "custom"
+    rope_scaling: RopeScaling | None = None   # None: plain RoPE (rope_type "default")
+    qkv_bias: bool = False       # q/k/v projections add a bias (Qwen2); o_proj never does
+    qk_norm: bool = False        # per-head RMSNorm of q and k before RoPE, weight (head_dim,) (Qwen3)
+    sliding_window: int = 0      # > 0: query at position p attends keys p - W + 1 .. p (Mistral); 0: all
 
     def __post_init__(self):
+        if isinstance(self.rope_scaling, dict):      # from JSON (npz); validated by RopeScaling
+            try:
+                object.__setattr__(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+            except TypeError as e:
+                raise ValueError(f"rope_scaling is invalid: {e}") from None
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise ValueError(f"rope_scaling must be a RopeScaling or None, got {self.rope_scaling!r}")
+        for flag in ("qkv_bias", "qk_norm", "tied_embeddings"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
+        _check_range("sliding_window", self.sliding_window, 0, MAX_SEQ_LEN)
         _check_range("dim", self.dim, 1, MAX_DIM)
         _check_range("n_layers", self.n_layers, 1, MAX_LAYERS)
         _check_range("n_heads", self.n_heads, 1, self.dim)
@@ -58,8 +104,16 @@ class ModelConfig:
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads} (GQA groups)")
-        if not (self.rope_theta > 0 and self.norm_eps > 0):
-            raise ValueError(f"rope_theta={self.rope_theta} and norm_eps={self.norm_eps} must be > 0")
+        for name in ("rope_theta", "norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name}={v!r} must be a finite number > 0")
+
+    @property
+    def is_plain_llama(self) -> bool:
+        """True when nothing beyond llama2.c's decoder is set (what the llama2.c and npz formats hold)."""
+        return (self.rope_scaling is None and not self.qkv_bias and not self.qk_norm
+                and self.sliding_window == 0)
 
     @property
     def q_dim(self) -> int:
@@ -72,7 +126,9 @@ class ModelConfig:
     def layer_params(self) -> int:
         attn = self.dim * (self.q_dim + 2 * self.kv_dim) + self.q_dim * self.dim
         mlp = 3 * self.dim * self.hidden_dim
-        return attn + mlp + 2 * self.dim
+        bias = (self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0
+        qk_norm = 2 * self.head_dim if self.qk_norm else 0
+        return attn + mlp + 2 * self.dim + bias + qk_norm
 
     def n_params(self) -> int:
         """Total parameter count (the output head counted once when tied)."""
@@ -134,15 +190,33 @@ PRESETS: dict[str, ModelConfig] = {
                               vocab_size=32000, max_seq_len=256, name="stories15M"),
     "stories110M": ModelConfig(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, hidden_dim=2048,
                                vocab_size=32000, max_seq_len=1024, name="stories110M"),
-    # Llama 3.2 1B (config.json on the hub); its rope scaling is not modelled.
+    # Llama 3.2 1B (config.json on the hub, with its llama3 rope scaling)
     "llama-1b": ModelConfig(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, hidden_dim=8192,
                             vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
-                            tied_embeddings=True, name="llama-1b"),
+                            tied_embeddings=True, name="llama-1b",
+                            rope_scaling=RopeScaling("llama3", 32.0, 1.0, 4.0, 8192)),
     # Llama 2 7B and 70B (the paper's table 1 and their config.json)
     "llama-7b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, hidden_dim=11008,
                             vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-7b"),
     "llama-70b": ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, hidden_dim=28672,
                              vocab_size=32000, max_seq_len=4096, tied_embeddings=False, name="llama-70b"),
+    # Published shapes from each model's config.json on the Hugging Face hub (meta-llama/Llama-3.1-8B,
+    # meta-llama/Llama-3.1-70B, mistralai/Mistral-7B-v0.1, Qwen/Qwen2.5-7B), with their llama3 rope scaling,
+    # Mistral's 4096-token sliding window and Qwen2's q/k/v biases.
+    "llama-3.1-8b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336,
+                                vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
+                                tied_embeddings=False, name="llama-3.1-8b",
+                                rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+    "llama-3.1-70b": ModelConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, hidden_dim=28672,
+                                 vocab_size=128256, max_seq_len=131072, rope_theta=500000.0,
+                                 tied_embeddings=False, name="llama-3.1-70b",
+                                 rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)),
+    "mistral-7b": ModelConfig(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, hidden_dim=14336,
+                              vocab_size=32000, max_seq_len=32768, rope_theta=10000.0,
+                              tied_embeddings=False, name="mistral-7b", sliding_window=4096),
+    "qwen2.5-7b": ModelConfig(dim=3584, n_layers=28, n_heads=28, n_kv_heads=4, hidden_dim=18944,
+                              vocab_size=152064, max_seq_len=131072, rope_theta=1000000.0, norm_eps=1e-6,
+                              tied_embeddings=False, name="qwen2.5-7b", qkv_bias=True),
 }
 
 

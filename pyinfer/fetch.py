@@ -184,12 +184,18 @@ def resolve_model_arg(arg: str | os.PathLike, cache_dir: str | os.PathLike | Non
                       ) -> tuple[Path, Path | None]:
     """Turn a CLI ``--model`` value into ``(model_path, tokenizer_path or None)``.
 
-    An existing file is returned as is, with no tokenizer; a fetched model name gives its
-    cached paths; a known but unfetched name, or anything else, raises ValueError.
+    An existing file, or a Hugging Face checkpoint directory (one holding config.json), is
+    returned as is, with no tokenizer; a fetched model name gives its cached paths; a known but
+    unfetched name, or anything else, raises ValueError.
     """
     path = Path(arg)
     if path.is_file():
         return path, None
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return path, None
+        raise ValueError(f"{arg} is a directory without config.json: pass a checkpoint file, a "
+                         "Hugging Face checkpoint directory or a known model name")
     name = str(arg)
     if name in MODELS:
         found = find_model(name, cache_dir)
@@ -198,6 +204,7 @@ def resolve_model_arg(arg: str | os.PathLike, cache_dir: str | os.PathLike | Non
                              f"check) in {_model_dir(name, cache_dir)}; run `pyinfer fetch {name}` first")
         return found.model_path, found.tokenizer_path
     if path.exists():
-        raise ValueError(f"{arg} is not a file; pass a checkpoint file or a known model name")
+        raise ValueError(f"{arg} is not a file or directory; pass a checkpoint file, a Hugging Face "
+                         "checkpoint directory or a known model name")
     raise ValueError(f"no such file or known model: {arg!r} "
                      f"(known models: {', '.join(sorted(MODELS))})")

@@ -12,6 +12,7 @@ import numpy as np
 from .config import CacheConfig
 from .kv_cache import BatchMetadata, PagedKVCache
 from .ops import Ops
+from .rope import rope_inv_freq
 from .weights import LayerWeights, ModelWeights
 
 
@@ -28,6 +29,8 @@ def weights_to_backend(weights: ModelWeights, arrays) -> ModelWeights:
         return weights
 
     def move(w):
+        if w is None:
+            return None
         if hasattr(w, "fmt"):
             return replace(w, qweight=arrays.from_numpy(w.qweight), scales=arrays.from_numpy(w.scales),
                            zeros=None if w.zeros is None else arrays.from_numpy(w.zeros))
@@ -52,11 +55,14 @@ class Model:
         self.config = weights.config
         self.host_weights = weights                   # numpy originals (shapes for cost accounting)
         self.weights = weights_to_backend(weights, self.ops.arrays)
-        # A backend with a native fused decode step (one call for every layer) gets its weight plan once.
+        self.inv_freq = self.ops.arrays.from_numpy(rope_inv_freq(self.config))   # (head_dim/2,) RoPE table
+        # A backend with a native fused decode step (one call for every layer) gets its weight plan once,
+        # where the fused step computes this model exactly (else every step runs op by op).
         self.decode_plan = None
         if "decode_step" in getattr(self.ops, "native", ()) and self.ops.arrays.is_numpy:
-            from .kernels.fused_reference import make_decode_plan
-            self.decode_plan = make_decode_plan(self.weights)
+            from .kernels.fused_reference import fused_supported, make_decode_plan
+            if fused_supported(self.config) is None:
+                self.decode_plan = make_decode_plan(self.weights)
 
     def new_cache(self, num_blocks: int = 0, block_size: int = 16) -> PagedKVCache:
         cache = PagedKVCache(self.config, CacheConfig(block_size=block_size, num_blocks=num_blocks))
@@ -99,6 +105,9 @@ class Model:
         k = A.empty((T, KVH * hd))
         v = A.empty((T, KVH * hd))
         attn = A.empty((T, H, hd))
+        qn = A.empty((T, H * hd)) if c.qk_norm else None          # q, k after their per-head RMSNorm
+        kn = A.empty((T, KVH * hd)) if c.qk_norm else None
+        window = (c.sliding_window,) if c.sliding_window else ()  # attention ops' optional last argument
         o = A.empty((T, D))                                     # attention or MLP output
         gate = A.empty((T, c.hidden_dim))
         up = A.empty((T, c.hidden_dim))
@@ -110,17 +119,28 @@ class Model:
             linear(ops, q, h, lw.wq)
             linear(ops, k, h, lw.wk)
             linear(ops, v, h, lw.wv)
-            ops.rope(q, q, positions, hd, c.rope_theta)
-            ops.rope(k, k, positions, hd, c.rope_theta)
+            if c.qkv_bias:
+                ops.bias_add(q, q, lw.bq)
+                ops.bias_add(k, k, lw.bk)
+                ops.bias_add(v, v, lw.bv)
+            if c.qk_norm:                                          # RMSNorm over each head's hd features
+                ops.rmsnorm(qn.reshape(T * H, hd), q.reshape(T * H, hd), lw.q_norm, c.norm_eps)
+                ops.rmsnorm(kn.reshape(T * KVH, hd), k.reshape(T * KVH, hd), lw.k_norm, c.norm_eps)
+                ops.rope(q, qn, positions, self.inv_freq)
+                ops.rope(k, kn, positions, self.inv_freq)
+            else:
+                ops.rope(q, q, positions, self.inv_freq)
+                ops.rope(k, k, positions, self.inv_freq)
             ops.kv_cache_write(k_cache, v_cache, k.reshape(T, KVH, hd), v.reshape(T, KVH, hd), slots)
             q3 = q.reshape(T, H, hd)
             if len(decode_seqs):
                 out_dec = A.empty((len(decode_seqs), H, hd))
-                ops.paged_decode_attention(out_dec, q3[dec[0]], k_cache, v_cache, dec[1], dec[2], scale)
+                ops.paged_decode_attention(out_dec, q3[dec[0]], k_cache, v_cache, dec[1], dec[2], scale, *window)
                 attn[dec[0]] = out_dec
             if len(prefill_seqs):
                 out_pre = A.empty((len(prefill_rows), H, hd))
-                ops.paged_prefill_attention(out_pre, q3[pre[0]], k_cache, v_cache, pre[1], pre[2], pre[3], scale)
+                ops.paged_prefill_attention(out_pre, q3[pre[0]], k_cache, v_cache, pre[1], pre[2], pre[3], scale,
+                                            *window)
                 attn[pre[0]] = out_pre
             linear(ops, o, attn.reshape(T, H * hd), lw.wo)
             ops.add(x, x, o)

@@ -13,9 +13,15 @@ import numpy as np
 from .analysis.cost import Cost
 
 
-def _causal_pairs(q_len: int, kv_len: int) -> int:
-    """(query, key) pairs of bottom-right-aligned causal attention: query i sees kv_len - q_len + i + 1 keys."""
-    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+def _causal_pairs(q_len: int, kv_len: int, window: int = 0) -> int:
+    """(query, key) pairs of bottom-right-aligned causal attention: query i sees kv_len - q_len + i + 1 keys
+    (at most ``window`` of them when window > 0)."""
+    full = q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+    if window <= 0:
+        return full
+    first = kv_len - q_len + 1                                      # keys the first query sees
+    i = np.arange(q_len, dtype=np.int64)
+    return int(full - np.maximum(0, first + i - window).sum())
 
 
 def embedding(out, tokens, table):
@@ -26,8 +32,8 @@ def rmsnorm(out, x, weight, eps):
     return Cost(4 * x.size, weight.nbytes, x.nbytes + out.nbytes, 0)
 
 
-def rope(out, x, positions, head_dim, theta):
-    return Cost(3 * x.size, 0, x.nbytes + out.nbytes + positions.nbytes, 0)
+def rope(out, x, positions, inv_freq):
+    return Cost(3 * x.size, 0, x.nbytes + out.nbytes + positions.nbytes + inv_freq.nbytes, 0)
 
 
 def matmul(out, x, w):
@@ -44,14 +50,18 @@ def add(out, x, y):
     return Cost(out.size, 0, x.nbytes + y.nbytes + out.nbytes, 0)
 
 
+def bias_add(out, x, bias):
+    return Cost(out.size, bias.nbytes, x.nbytes + out.nbytes, 0)
+
+
 def kv_cache_write(k_cache, v_cache, k, v, slot_mapping):
     written = slot_mapping.size * k_cache.shape[2] * k_cache.shape[3] * (k_cache.itemsize + v_cache.itemsize)
     return Cost(0, 0, k.nbytes + v.nbytes + slot_mapping.nbytes, written)
 
 
-def attention_prefill(out, q, k, v, scale):
+def attention_prefill(out, q, k, v, scale, window=0):
     T, H, hd = q.shape
-    return Cost(4 * hd * H * _causal_pairs(T, k.shape[0]), 0, q.nbytes + out.nbytes, k.nbytes + v.nbytes)
+    return Cost(4 * hd * H * _causal_pairs(T, k.shape[0], window), 0, q.nbytes + out.nbytes, k.nbytes + v.nbytes)
 
 
 def _paged_kv_bytes(k_cache, v_cache, context_lens) -> int:
@@ -59,21 +69,24 @@ def _paged_kv_bytes(k_cache, v_cache, context_lens) -> int:
     return int(np.sum(context_lens, dtype=np.int64)) * per_token
 
 
-def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+def paged_prefill_attention(out, q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale, window=0):
     _, H, hd = q.shape
     q_lens = np.diff(np.asarray(cu_seqlens_q, dtype=np.int64))
-    pairs = sum(_causal_pairs(int(t), int(s)) for t, s in zip(q_lens, context_lens))
+    pairs = sum(_causal_pairs(int(t), int(s), window) for t, s in zip(q_lens, context_lens))
     meta = block_tables.nbytes + cu_seqlens_q.nbytes + context_lens.nbytes
-    return Cost(4 * hd * H * pairs, 0, q.nbytes + out.nbytes + meta,
-                _paged_kv_bytes(k_cache, v_cache, context_lens))
+    read = np.asarray(context_lens, dtype=np.int64)                 # keys some query of b sees
+    if window > 0:
+        read = np.minimum(read, q_lens + window - 1)
+    return Cost(4 * hd * H * pairs, 0, q.nbytes + out.nbytes + meta, _paged_kv_bytes(k_cache, v_cache, read))
 
 
-def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale):
+def paged_decode_attention(out, q, k_cache, v_cache, block_tables, context_lens, scale, window=0):
     _, H, hd = q.shape
-    pairs = int(np.sum(context_lens, dtype=np.int64))
+    lens = np.asarray(context_lens, dtype=np.int64)
+    pairs = int(np.sum(np.minimum(lens, window) if window > 0 else lens, dtype=np.int64))
     meta = block_tables.nbytes + context_lens.nbytes
-    return Cost(4 * hd * H * pairs, 0, q.nbytes + out.nbytes + meta,
-                _paged_kv_bytes(k_cache, v_cache, context_lens))
+    read = np.minimum(lens, window) if window > 0 else lens
+    return Cost(4 * hd * H * pairs, 0, q.nbytes + out.nbytes + meta, _paged_kv_bytes(k_cache, v_cache, read))
 
 
 def argmax(out, logits):

@@ -27,7 +27,7 @@ class OpSpec:
 
 def _build_registry() -> MappingProxyType:
     from .kernels import reference as ref
-    names = ["embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
+    names = ["embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "bias_add", "kv_cache_write",
              "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
              "argmax", "softmax", "matmul_w8a16", "matmul_w8a8", "matmul_w4a16", "matmul_w4a8"]
     from .kernels import fused_reference as fused

@@ -25,6 +25,12 @@ class LayerWeights:
     w1: np.ndarray          # (hidden_dim, dim)   gate
     w2: np.ndarray          # (dim, hidden_dim)   down
     w3: np.ndarray          # (hidden_dim, dim)   up
+    # Present only when the config says so (None otherwise); rows in adjacent-pair RoPE order like wq/wk.
+    bq: np.ndarray | None = None      # (n_heads * head_dim,)     config.qkv_bias
+    bk: np.ndarray | None = None      # (n_kv_heads * head_dim,)  config.qkv_bias
+    bv: np.ndarray | None = None      # (n_kv_heads * head_dim,)  config.qkv_bias
+    q_norm: np.ndarray | None = None  # (head_dim,)               config.qk_norm
+    k_norm: np.ndarray | None = None  # (head_dim,)               config.qk_norm
 
 
 @dataclass
@@ -43,16 +49,28 @@ class ModelWeights:
         if self.output is not self.tok_embeddings:
             total += self.output.nbytes
         for layer in self.layers:
-            total += sum(getattr(layer, f.name).nbytes for f in fields(LayerWeights))
+            total += sum(getattr(layer, f.name).nbytes for f in fields(LayerWeights)
+                         if getattr(layer, f.name) is not None)
         return total
 
 
 def layer_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shapes of the weights every layer holds (the llama2.c decoder's nine)."""
     return {
         "attn_norm": (c.dim,), "wq": (c.q_dim, c.dim), "wk": (c.kv_dim, c.dim),
         "wv": (c.kv_dim, c.dim), "wo": (c.dim, c.q_dim), "ffn_norm": (c.dim,),
         "w1": (c.hidden_dim, c.dim), "w2": (c.dim, c.hidden_dim), "w3": (c.hidden_dim, c.dim),
     }
+
+
+def extra_layer_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of the optional per-layer weights ``c`` needs (q/k/v biases, q/k norms); {} for Llama."""
+    shapes = {}
+    if c.qkv_bias:
+        shapes.update(bq=(c.q_dim,), bk=(c.kv_dim,), bv=(c.kv_dim,))
+    if c.qk_norm:
+        shapes.update(q_norm=(c.head_dim,), k_norm=(c.head_dim,))
+    return shapes
 
 
 def check_weights(w: ModelWeights) -> None:
@@ -79,6 +97,15 @@ def check_weights(w: ModelWeights) -> None:
     for i, layer in enumerate(w.layers):
         for name, shape in layer_shapes(c).items():
             check(f"layers.{i}.{name}", getattr(layer, name), shape)
+        extra = extra_layer_shapes(c)
+        for name in ("bq", "bk", "bv", "q_norm", "k_norm"):
+            arr = getattr(layer, name)
+            if name in extra:
+                if arr is None:
+                    raise ValueError(f"weight layers.{i}.{name} is missing; config {c.name} needs it")
+                check(f"layers.{i}.{name}", arr, extra[name])
+            elif arr is not None:
+                raise ValueError(f"weight layers.{i}.{name} is given but config {c.name} does not use it")
 
 
 def available_memory_bytes() -> int:
@@ -115,9 +142,12 @@ def random_weights(config: ModelConfig, seed: int = 0, max_bytes: int | None = N
     layers = []
     for _ in range(config.n_layers):
         shapes = layer_shapes(config)
-        layers.append(LayerWeights(**{
-            name: norm_weight() if len(shape) == 1 else normal(shape, shape[1])
-            for name, shape in shapes.items()}))
+        layer = {name: norm_weight() if len(shape) == 1 else normal(shape, shape[1])
+                 for name, shape in shapes.items()}
+        for name, shape in extra_layer_shapes(config).items():
+            base = 1.0 if name.endswith("norm") else 0.0
+            layer[name] = (base + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+        layers.append(LayerWeights(**layer))
     # Embedding rows of norm ~1 keep the tied head's logits O(1): sampling stays varied, not stuck.
     emb = normal((config.vocab_size, config.dim), config.dim)
     output = emb if config.tied_embeddings else normal((config.vocab_size, config.dim), config.dim)

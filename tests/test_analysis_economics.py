@@ -76,7 +76,7 @@ def test_plan_picks_the_fewest_devices_that_fit():
 
 
 def test_impossible_configurations_are_clear_errors():
-    with pytest.raises(ValueError, match=r"fits on no device count asked \(1, 2 x groq-lpu.*at least \d+ devices"):
+    with pytest.raises(ValueError, match=r"does not fit: needs 13.\d+ GB on 2 devices.*at least \d\d+ devices hold it"):
         plan(LLAMA7, get_device("groq-lpu"), 1, 512, "float16", device_counts=(1, 2))
     with pytest.raises(ValueError, match="no device-to-device interconnect"):
         token_economics(LLAMA7, get_device("snapdragon-x-elite"), 1, 512, "int4", tp=2)

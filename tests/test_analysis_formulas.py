@@ -16,8 +16,10 @@ def matmul_params(c: ModelConfig) -> int:
 
 
 def elementwise_flops(c: ModelConfig) -> int:
-    """Per token per layer: 2 rmsnorms (4D each), rope on q and k (3 each), silu_mul (5F), 2 adds (D each)."""
-    return 8 * c.dim + 3 * (c.q_dim + c.kv_dim) + 5 * c.hidden_dim + 2 * c.dim
+    """Per token per layer: 2 rmsnorms (4D each), rope on q and k (3 each), silu_mul (5F), 2 adds (D each),
+    and the q/k/v bias adds (1 each) of a Qwen2-style config."""
+    return 8 * c.dim + 3 * (c.q_dim + c.kv_dim) + 5 * c.hidden_dim + 2 * c.dim + \
+        ((c.q_dim + 2 * c.kv_dim) if c.qkv_bias else 0)
 
 
 def decode_flops(c: ModelConfig, S: int) -> int:
@@ -35,7 +37,8 @@ def prefill_flops(c: ModelConfig, T: int) -> int:
 def decode_weight_bytes(c: ModelConfig, B: int, b: int) -> int:
     """Weight bytes of a decode step of B sequences, b bytes per value: every matmul weight once,
     the norms once, one embedding row per sequence."""
-    return b * (matmul_params(c) + (2 * c.n_layers + 1) * c.dim + B * c.dim)
+    return b * (matmul_params(c) + (2 * c.n_layers + 1) * c.dim + B * c.dim
+                + (c.n_layers * (c.q_dim + 2 * c.kv_dim) if c.qkv_bias else 0))
 
 
 def decode_kv_bytes(c: ModelConfig, S: int, b_kv: int) -> int:
@@ -46,6 +49,7 @@ def decode_kv_bytes(c: ModelConfig, S: int, b_kv: int) -> int:
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_formulas_match_estimate(preset, rng):
     c = PRESETS[preset]
+    assert not c.qk_norm and (not c.sliding_window or c.sliding_window > 3000)    # what these formulas cover
     S = int(rng.integers(1, min(c.max_seq_len - 1, 3000)))
     B = int(rng.integers(1, 5))
     for dtype, b in (("float32", 4), ("float16", 2)):

@@ -123,12 +123,12 @@ def test_rope_and_silu_random_arguments_match_or_raise(c, T, H, half, how, seed)
     pos = rng.integers(0, 1000, T)
     if not acceptable(x):
         with pytest.raises(ValueError):
-            c["rope"](poisoned((T, H * hd)), x, pos, hd, 10000.0)
+            c["rope"](poisoned((T, H * hd)), x, pos, ref.plain_inv_freq(hd, 10000.0))
         with pytest.raises(ValueError):
             c["silu_mul"](poisoned((T, H * hd)), x, np.ones((T, H * hd), np.float32))
         return
-    np.testing.assert_allclose(c["rope"](poisoned(x.shape), x, pos, hd, 10000.0),
-                               ref.rope(poisoned(x.shape), x, pos, hd, 10000.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c["rope"](poisoned(x.shape), x, pos, ref.plain_inv_freq(hd, 10000.0)),
+                               ref.rope(poisoned(x.shape), x, pos, ref.plain_inv_freq(hd, 10000.0)), rtol=1e-5, atol=1e-5)
     u = rng.standard_normal(x.shape).astype(np.float32)
     np.testing.assert_allclose(c["silu_mul"](poisoned(x.shape), x, u), ref.silu_mul(poisoned(x.shape), x, u),
                                rtol=1e-5, atol=1e-6)

@@ -53,10 +53,10 @@ def test_rmsnorm(nb, rng, threads, T, D):
 def test_rope_in_place_and_out_of_place(nb, rng, threads, T, H, hd):
     x = randn(rng, T, H * hd)
     positions = rng.integers(0, 4096, T)
-    want = ref.rope(poisoned(x.shape), x, positions, hd, 10000.0)
-    np.testing.assert_allclose(nb["rope"](poisoned(x.shape), x, positions, hd, 10000.0), want, **TOL)
+    want = ref.rope(poisoned(x.shape), x, positions, ref.plain_inv_freq(hd, 10000.0))
+    np.testing.assert_allclose(nb["rope"](poisoned(x.shape), x, positions, ref.plain_inv_freq(hd, 10000.0)), want, **TOL)
     y = x.copy()
-    nb["rope"](y, y, positions.astype(np.int32), hd, 10000.0)          # out is x, int32 positions
+    nb["rope"](y, y, positions.astype(np.int32), ref.plain_inv_freq(hd, 10000.0))          # out is x, int32 positions
     np.testing.assert_allclose(y, want, **TOL)
 
 

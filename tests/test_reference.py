@@ -26,7 +26,7 @@ def test_rmsnorm_matches_formula(rng, T, D):
 def test_rope_is_pairwise_complex_rotation(rng, T, H, hd):
     x = f32(rng, T, H * hd)
     pos = rng.integers(0, 4096, size=T)
-    out = ref.rope(poisoned(x.shape), x, pos, hd, 10000.0)
+    out = ref.rope(poisoned(x.shape), x, pos, ref.plain_inv_freq(hd, 10000.0))
     z = x.astype(np.float64).reshape(T, H, hd // 2, 2)
     z = z[..., 0] + 1j * z[..., 1]
     freq = 1.0 / 10000.0 ** (np.arange(0, hd, 2) / hd)
@@ -34,7 +34,7 @@ def test_rope_is_pairwise_complex_rotation(rng, T, H, hd):
     want = np.stack([rot.real, rot.imag], axis=-1).reshape(T, H * hd)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3 * np.abs(x).max())
     inplace = x.copy()
-    ref.rope(inplace, inplace, pos, hd, 10000.0)
+    ref.rope(inplace, inplace, pos, ref.plain_inv_freq(hd, 10000.0))
     np.testing.assert_array_equal(inplace, out)
 
 

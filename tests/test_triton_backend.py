@@ -148,9 +148,9 @@ def test_rmsnorm(rng, T, D):
 def test_rope(rng, T, H, hd, in_place):
     x = rng.standard_normal((T, H * hd)).astype(np.float32)
     pos = rng.integers(0, 200_000, T).astype(np.int64)          # far positions: no angle drift
-    want = ref.rope(poisoned(x.shape), x, pos, hd, 500000.0)
+    want = ref.rope(poisoned(x.shape), x, pos, ref.plain_inv_freq(hd, 500000.0))
     xt = dev(x)
-    got = nr.rope(xt if in_place else nan_out(x.shape), xt, dev(pos), hd, 500000.0, ctx=CTX)
+    got = nr.rope(xt if in_place else nan_out(x.shape), xt, dev(pos), dev(ref.plain_inv_freq(hd, 500000.0)), ctx=CTX)
     np.testing.assert_allclose(host(got), want, **tol())
 
 

@@ -28,6 +28,7 @@ def load() -> dict:
         "matmul": matmul.matmul,
         "silu_mul": elementwise.silu_mul,
         "add": elementwise.add,
+        "bias_add": elementwise.bias_add,
         "kv_cache_write": elementwise.kv_cache_write,
         "attention_prefill": attention.attention_prefill,
         "paged_prefill_attention": attention.paged_prefill_attention,

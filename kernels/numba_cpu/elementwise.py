@@ -104,6 +104,25 @@ def add(out, x, y):
 
 
 @njit(cache=True)
+def bias_add_kernel(out, x, bias):
+    # out, x: (T, N) float32 (out may be x); bias: (N,)
+    for t in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            out[t, i] = x[t, i] + bias[i]
+
+
+def bias_add(out, x, bias):
+    """out, x: (T, N) float32 (out may be x); bias: (N,). out = x + bias per row."""
+    chk.f32("x", x, 2)
+    chk.f32("bias", bias, 1)
+    chk.f32("out", out, 2, writable=True)
+    chk.shape("out", out, x.shape)
+    chk.shape("bias", bias, (x.shape[1],))
+    bias_add_kernel(out, x, bias)
+    return out
+
+
+@njit(cache=True)
 def kv_cache_write_kernel(k_cache, v_cache, k, v, slot_mapping):
     # k_cache, v_cache: (num_blocks, block_size, KVH, hd); k, v: (T, KVH, hd); slot_mapping: (T,) int64
     block_size = k_cache.shape[1]

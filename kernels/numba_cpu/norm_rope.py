@@ -67,16 +67,6 @@ def rmsnorm(out, x, weight, eps):
     return out
 
 
-@functools.lru_cache(maxsize=16)
-def rope_freqs(head_dim: int, theta: float) -> np.ndarray:
-    """(hd/2,) float32 read-only: 1 / theta^(2i / hd) computed by numpy exactly as the reference
-    (Numba's float32 power differs from numpy's in the last bit for some i, and angles reach 4096 x freq)."""
-    i2 = np.arange(0, head_dim, 2, dtype=np.float32)
-    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))
-    freq.flags.writeable = False
-    return freq
-
-
 @njit(cache=True)
 def _rope_rows(out, x, positions, freq, t0, t1):
     # out, x: (T, H * hd) float32 (out may be x); positions: (T,) int64; freq: (hd/2,)
@@ -111,19 +101,21 @@ def rope_parallel(out, x, positions, freq, n_chunks):
         _rope_rows(out, x, positions, freq, c * T // n_chunks, (c + 1) * T // n_chunks)
 
 
-def rope(out, x, positions, head_dim, theta):
-    """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int."""
+def rope(out, x, positions, inv_freq):
+    """out, x: (T, n_heads * head_dim) float32 (out may be x); positions: (T,) int;
+    inv_freq: (head_dim / 2,) float32 (the numpy reference's table, pyinfer/rope.py)."""
     chk.f32("x", x, 2)
     chk.f32("out", out, 2, writable=True)
+    chk.f32("inv_freq", inv_freq, 1)
     chk.shape("out", out, x.shape)
     positions = chk.index("positions", positions, 1)
     chk.shape("positions", positions, (x.shape[0],))
-    head_dim = chk.positive_int("head_dim", head_dim)
-    if head_dim % 2 or x.shape[1] % head_dim:
-        raise ValueError(f"head_dim={head_dim} must be even and divide x's width {x.shape[1]}")
-    theta = chk.finite_float("theta", theta, positive=True)
+    head_dim = 2 * inv_freq.shape[0]
+    if head_dim < 2 or x.shape[1] % head_dim:
+        raise ValueError(f"inv_freq has {inv_freq.shape[0]} entries: head_dim={head_dim} must divide "
+                         f"x's width {x.shape[1]}")
     n = row_chunks(*x.shape)
-    freq = rope_freqs(head_dim, theta)
+    freq = inv_freq
     if n == 1:
         rope_serial(out, x, positions, freq)
     else:

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-OPS = ("embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "kv_cache_write",
+OPS = ("embedding", "rmsnorm", "rope", "matmul", "silu_mul", "add", "bias_add", "kv_cache_write",
        "attention_prefill", "paged_prefill_attention", "paged_decode_attention",
        "matmul_w8a16", "matmul_w4a16")
 

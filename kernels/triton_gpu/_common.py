@@ -32,7 +32,6 @@ class Context:
     interpret: bool = False
     sm_count: int = 1                          # streaming multiprocessors (1 under the interpreter)
     weights: object = None                     # layout.WeightCache: GPU layouts of quantized weights
-    rope_freqs: dict = field(default_factory=dict)   # (head_dim, theta) -> (head_dim/2,) float32 tensor
 
 
 def make_context(device: str | torch.device | None = None, float_dtype: str = "float32") -> Context:

@@ -87,6 +87,16 @@ def _elementwise_kernel(out, a, b, n, OP: tl.constexpr, BLOCK_E: tl.constexpr):
 
 
 @triton.jit
+def _bias_add_kernel(out, x, bias, n, N, BLOCK_E: tl.constexpr):
+    """out = x + bias[i % N] over the flat (T * N,) elements."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
+    ok = i < n
+    xv = tl.load(x + i, mask=ok, other=0.0).to(tl.float32)
+    bv = tl.load(bias + i % N, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out + i, (xv + bv).to(out.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _embedding_kernel(out, tokens, table, T, V, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
     """grid (cdiv(T, ROWS), cdiv(D, BLOCK_D)); an id outside [0, V) writes a NaN row instead of
     reading out of bounds."""
@@ -143,33 +153,25 @@ def rmsnorm(out, x, weight, eps, *, ctx=None):
     return out
 
 
-def rope_freqs(head_dim: int, theta: float, device, cache: dict | None = None) -> torch.Tensor:
-    """(head_dim/2,) float32 freq_i = 1 / theta^(2i / head_dim), computed as the reference does."""
-    key = (int(head_dim), float(theta), str(device))
-    if cache is not None and key in cache:
-        return cache[key]
-    i2 = np.arange(0, head_dim, 2, dtype=np.float32)
-    freq = np.float32(1.0) / np.power(np.float32(theta), i2 / np.float32(head_dim))
-    t = torch.from_numpy(freq.astype(np.float32)).to(device)
-    if cache is not None:
-        cache[key] = t
-    return t
-
-
-def rope(out, x, positions, head_dim, theta, *, ctx=None):
-    """out, x: (T, n_heads * head_dim) (out may be x); positions: (T,) int. Adjacent-pair RoPE."""
+def rope(out, x, positions, inv_freq, *, ctx=None):
+    """out, x: (T, n_heads * head_dim) (out may be x); positions: (T,) int; inv_freq: (head_dim/2,)
+    float32 on the device (the numpy reference's table, pyinfer/rope.py). Adjacent-pair RoPE."""
     dev = device_of(ctx, x)
     check_float("x", x, dev, ndim=2)
     check_float("out", out, dev, ndim=2)
+    check_float("inv_freq", inv_freq, dev, ndim=1, contiguous=True)
     check_shape("out", out, x.shape)
     check_index("positions", positions, dev, ndim=1)
     T, width = x.shape
     check_shape("positions", positions, (T,))
-    head_dim = int(head_dim)
-    if head_dim < 2 or head_dim % 2 or width % head_dim:
-        raise ValueError(f"head_dim={head_dim} must be even and divide x's width {width}")
+    head_dim = 2 * inv_freq.shape[0]
+    if inv_freq.dtype != torch.float32:
+        raise ValueError(f"inv_freq must be float32, got {inv_freq.dtype}")
+    if head_dim < 2 or width % head_dim:
+        raise ValueError(f"inv_freq has {inv_freq.shape[0]} entries: head_dim={head_dim} must divide "
+                         f"x's width {width}")
     if T:
-        freqs = rope_freqs(head_dim, theta, dev, ctx.rope_freqs if ctx is not None else None)
+        freqs = inv_freq
         n_pairs = width // 2
         block = min(1024, pow2(n_pairs))
         rows = _rows(T, block, ctx)
@@ -195,6 +197,21 @@ def _elementwise(op, out, a, b, names, ctx):
 def add(out, x, y, *, ctx=None):
     """out, x, y: same shape (out may alias x). The residual connection."""
     return _elementwise(0, out, x, y, ("out", "x", "y"), ctx)
+
+
+def bias_add(out, x, bias, *, ctx=None):
+    """out, x: (T, N) (out may be x); bias: (N,). out = x + bias per row (q/k/v biases)."""
+    dev = device_of(ctx, x)
+    check_float("x", x, dev, ndim=2, contiguous=True)
+    check_float("out", out, dev, ndim=2, contiguous=True)
+    check_float("bias", bias, dev, ndim=1, contiguous=True)
+    check_shape("out", out, x.shape)
+    check_shape("bias", bias, (x.shape[1],))
+    n = out.numel()
+    if n:
+        block = min(pow2(n), 1 << 16) if (ctx.interpret if ctx is not None else interpreting()) else BLOCK
+        _bias_add_kernel[(triton.cdiv(n, block),)](out, x, bias, n, x.shape[1], BLOCK_E=block)
+    return out
 
 
 def silu_mul(out, gate, up, *, ctx=None):

@@ -48,6 +48,22 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
               "earlier catalog value $2.99 was Lambda's 2025-01 list.",
     ),
     Device(
+        name="a100", full_name="NVIDIA A100 SXM4 80GB", kind="gpu",
+        peak_flops={"fp32": 19.5 * T, "tf32": 156 * T, "bf16": 312 * T, "fp16": 312 * T, "int8": 624 * T,
+                    "int4": 1248 * T},
+        memory_bw=2039 * G, memory_bytes=80 * G, sram_bytes=(40 + 108 * 0.192) * 1e6,
+        interconnect_bw=300 * G, power_w=400, price_per_hour=1.79, price_basis="cloud on-demand",
+        source="NVIDIA A100 Tensor Core GPU datasheet, 'A100 80GB SXM' column (https://www.nvidia.com/en-us/"
+               "data-center/a100/): FP32 19.5, TF32 156, BF16/FP16 312, INT8 624, INT4 1,248 TFLOPS/TOPS dense "
+               "(twice that with sparsity), 80 GB HBM2e at 2,039 GB/s, NVLink 600 GB/s, 400 W; SRAM: NVIDIA "
+               "Ampere architecture whitepaper, 40 MB L2 + 108 SMs x 192 KB L1/shared; price: Lambda on-demand "
+               "8x A100 SXM 80GB, $1.79 per GPU-hour (https://lambda.ai/instances)",
+        date="datasheet 2021-06; price as listed 2025 (not re-read here: an estimate of today's price)",
+        notes=f"{_NV_DENSE}. NVLink 600 GB/s both directions: 300 per direction. The A100 is the last NVIDIA "
+              "data-center chip with an INT4 tensor peak. gpt-fast's published figures were measured on A100s "
+              "power-limited to 330 W (not 400 W).",
+    ),
+    Device(
         name="h200", full_name="NVIDIA H200 SXM 141GB", kind="gpu",
         peak_flops={"fp32": 67 * T, "tf32": 494.7 * T, "bf16": 989.4 * T, "fp16": 989.4 * T,
                     "fp8": 1978.9 * T, "int8": 1978.9 * T},
@@ -98,6 +114,19 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
               "The data sheet PDF itself was not readable here; peaks cross-checked against independent "
               "transcriptions (codesota.com, runpod.io GPU page: 2,610/5,220 = sparse). SRAM excludes the "
               "304 x 64 KB LDS. Price: DigitalOcean and Hot Aisle list $1.99 (2025).",
+    ),
+    Device(
+        name="mi250x-gcd", full_name="AMD Instinct MI250X, one GCD (half the package)", kind="gpu",
+        peak_flops={"fp32": 47.9 * T, "fp16": 191.5 * T, "bf16": 191.5 * T, "int8": 191.5 * T},
+        memory_bw=1638.4 * G, memory_bytes=64 * GiB, sram_bytes=8e6,
+        interconnect_bw=200 * G, power_w=280, price_per_hour=None, price_basis="unknown",
+        source="AMD Instinct MI250X data sheet, per package: FP16/BF16 matrix 383 TFLOPS, FP32 matrix 95.7, "
+               "INT8 383 TOPS, 128 GB HBM2e at 3.2768 TB/s, 560 W; per GCD (what ROCm shows as one GPU, what "
+               "gpt-fast measured) half of each, as tabulated at hpc-notes.pages.dev/reference/mi250x",
+        date="data sheet 2021-11 (read 2026-12-05 via hpc-notes.pages.dev)",
+        notes="Per GCD: 191.5 TFLOPS fp16 matrix, 47.9 fp32 matrix (23.9 vector), 64 GiB at 1.6384 TB/s. Power 280 W "
+              "is half the package's 560 W (est.). L2 8 MB per GCD. GCD-to-GCD Infinity Fabric: 200 GB/s per "
+              "direction inside a package (est. from 400 GB/s bidirectional). No price listed.",
     ),
     Device(
         name="tpu-v5e", full_name="Google Cloud TPU v5e (per chip)", kind="tpu",
@@ -202,7 +231,7 @@ CATALOG: dict[str, Device] = {d.name: d for d in (
     ),
 )}
 
-ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
+ALIASES = {"a100-sxm": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200-sxm": "h200", "mi300": "mi300x", "mi250x": "mi250x-gcd", "v5e": "tpu-v5e", "v6e": "tpu-v6e",
            "trillium": "tpu-v6e", "inf2": "inferentia2", "groq": "groq-lpu", "lpu": "groq-lpu",
            "m4max": "m4-max", "x-elite": "snapdragon-x-elite", "snapdragon": "snapdragon-x-elite",
            "cpu": "this-cpu"}

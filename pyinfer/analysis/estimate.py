@@ -44,6 +44,7 @@ class OpCost:
     layer: int         # decoder layer, -1 for the embedding, final norm and output head
     cost: Cost
     compute: str       # peak table key its arithmetic runs at: fp32, fp16, bf16, fp8, int8
+    weights: int = 0   # matmuls: weights multiplied (n x k), what a dequantizing kernel converts
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,15 @@ class PhaseCost:
     q_lens: tuple[int, ...]    # new tokens per sequence
     cached: tuple[int, ...]    # tokens already cached per sequence
     ops: tuple[OpCost, ...]
+    repeat: int = 1            # the (q_lens, cached) pattern stands for this many copies (uniform batches)
 
     @property
     def tokens(self) -> int:
-        return sum(self.q_lens)
+        return sum(self.q_lens) * self.repeat
+
+    @property
+    def n_seqs(self) -> int:
+        return len(self.q_lens) * self.repeat
 
     @property
     def total(self) -> Cost:
@@ -181,9 +187,10 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
     S = _stand_in
     ops: list[OpCost] = []
 
-    def add(op, role, layer, cost, compute=pk):
-        ops.append(OpCost(op, role, layer, cost, compute))
+    def add(op, role, layer, cost, compute=pk, weights=0):
+        ops.append(OpCost(op, role, layer, cost, compute, weights))
 
+    window = (c.sliding_window,) if c.sliding_window else ()      # as Model.forward passes it
     x, h = S((T, D), act), S((T, D), act)
     add("embedding", "embedding", -1, op_costs.embedding(x, S((T,), idx), S((c.vocab_size, D), act)))
     for layer in range(c.n_layers):
@@ -191,35 +198,44 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
         add("rmsnorm", "attn_norm", layer, op_costs.rmsnorm(h, x, norm_w, c.norm_eps))
         q, k = S((T, H * hd), act), S((T, KVH * hd), act)
         for role, out, n in (("wq", q, H * hd), ("wk", k, KVH * hd), ("wv", k, KVH * hd)):
-            add(w.fmt.kernel if w.fmt else "matmul", role, layer, w.matmul(out, h, n, D), w.compute)
-        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), hd, c.rope_theta))
-        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), hd, c.rope_theta))
+            add(w.fmt.kernel if w.fmt else "matmul", role, layer, w.matmul(out, h, n, D), w.compute, n * D)
+        if c.qkv_bias:                              # Qwen2: q/k/v biases
+            for role, out in (("bq", q), ("bk", k), ("bv", k)):
+                add("bias_add", role, layer, op_costs.bias_add(out, out, S((out.shape[1],), act)))
+        if c.qk_norm:                               # Qwen3: per-head RMSNorm of q and k
+            for role, rows in (("q_norm", T * H), ("k_norm", T * KVH)):
+                xs = S((rows, hd), act)
+                add("rmsnorm", role, layer, op_costs.rmsnorm(xs, xs, S((hd,), act), c.norm_eps))
+        inv_freq = S((hd // 2,), act)
+        add("rope", "rope_q", layer, op_costs.rope(q, q, S((T,), idx), inv_freq))
+        add("rope", "rope_k", layer, op_costs.rope(k, k, S((T,), idx), inv_freq))
         k3 = S((T, KVH, hd), act)
         add("kv_cache_write", "kv_write", layer, op_costs.kv_cache_write(k_cache, k_cache, k3, k3, S((T,), idx)))
         if dec:
             out = S((len(dec), H, hd), act)
             add("paged_decode_attention", "attention", layer, op_costs.paged_decode_attention(
-                out, out, k_cache, k_cache, S((len(dec), max_blocks), np.int32), context_lens[dec], 0.0))
+                out, out, k_cache, k_cache, S((len(dec), max_blocks), np.int32), context_lens[dec], 0.0, *window))
         if pre:
             out = S((T_pre, H, hd), act)
             cu = np.zeros(len(pre) + 1, dtype=np.int64)                      # (B_pre + 1,)
             cu[1:] = np.cumsum([q_lens[b] for b in pre])
             add("paged_prefill_attention", "attention", layer, op_costs.paged_prefill_attention(
-                out, out, k_cache, k_cache, S((len(pre), max_blocks), np.int32), cu, context_lens[pre], 0.0))
+                out, out, k_cache, k_cache, S((len(pre), max_blocks), np.int32), cu, context_lens[pre], 0.0, *window))
         o = S((T, D), act)
-        add(w.fmt.kernel if w.fmt else "matmul", "wo", layer, w.matmul(o, S((T, H * hd), act), D, H * hd), w.compute)
+        add(w.fmt.kernel if w.fmt else "matmul", "wo", layer, w.matmul(o, S((T, H * hd), act), D, H * hd), w.compute,
+            D * H * hd)
         add("add", "residual", layer, op_costs.add(x, x, o))
         add("rmsnorm", "ffn_norm", layer, op_costs.rmsnorm(h, x, norm_w, c.norm_eps))
         gate = S((T, F), act)
-        add(w.fmt.kernel if w.fmt else "matmul", "w1", layer, w.matmul(gate, h, F, D), w.compute)
-        add(w.fmt.kernel if w.fmt else "matmul", "w3", layer, w.matmul(gate, h, F, D), w.compute)
+        add(w.fmt.kernel if w.fmt else "matmul", "w1", layer, w.matmul(gate, h, F, D), w.compute, F * D)
+        add(w.fmt.kernel if w.fmt else "matmul", "w3", layer, w.matmul(gate, h, F, D), w.compute, F * D)
         add("silu_mul", "silu_mul", layer, op_costs.silu_mul(gate, gate, gate))
-        add(w.fmt.kernel if w.fmt else "matmul", "w2", layer, w.matmul(o, gate, D, F), w.compute)
+        add(w.fmt.kernel if w.fmt else "matmul", "w2", layer, w.matmul(o, gate, D, F), w.compute, D * F)
         add("add", "residual", layer, op_costs.add(x, x, o))
     hl = S((B, D), act)
     add("rmsnorm", "final_norm", -1, op_costs.rmsnorm(hl, hl, S((D,), act), c.norm_eps))
     add(w.fmt.kernel if w.fmt else "matmul", "lm_head", -1, w.matmul(S((B, c.vocab_size), act), hl, c.vocab_size, D),
-        w.compute)
+        w.compute, c.vocab_size * D)
     phase = phase or ("decode" if not pre else "prefill")
     return PhaseCost(phase, q_lens, cached, tuple(ops))
 
@@ -237,11 +253,33 @@ def estimate(config: ModelConfig, batch: int = 1, context: int = 512, quant: str
         raise ValueError(f"context={context} plus the decoded token passes {config.name}'s "
                          f"max_seq_len={config.max_seq_len}")
     prompt_len = context if prompt_len is None else prompt_len
+    if prompt_len < 1 or prompt_len > config.max_seq_len:
+        raise ValueError(f"prompt_len={prompt_len} must be in [1, {config.name}'s max_seq_len={config.max_seq_len}]")
     weights = quant or dtype
     kw = dict(weights=weights, dtype=dtype, kv_dtype=kv_dtype or dtype, block_size=block_size)
     return Estimate(config, batch, context, weights, dtype, kv_dtype or dtype,
-                    step_cost(config, [prompt_len] * batch, [0] * batch, phase="prefill", **kw),
-                    step_cost(config, [1] * batch, [context] * batch, phase="decode", **kw))
+                    uniform_step_cost(config, batch, prompt_len, 0, phase="prefill", **kw),
+                    uniform_step_cost(config, batch, 1, context, phase="decode", **kw))
+
+
+def uniform_step_cost(config: ModelConfig, batch: int, q_len: int, cached: int, **kw) -> PhaseCost:
+    """``batch`` sequences of ``q_len`` new tokens on ``cached`` each, in closed form: every op's cost is
+    affine in the batch (weights once, the rest per sequence), so it is priced at batch 1 and 2 and
+    extended; no array or tuple grows with the batch, and any batch answers at once."""
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch={batch!r} must be an integer >= 1")
+    batch = int(batch)
+    if batch <= 2:
+        return step_cost(config, [q_len] * batch, [cached] * batch, **kw)
+    one = step_cost(config, [q_len], [cached], **kw)
+    two = step_cost(config, [q_len] * 2, [cached] * 2, **kw)
+    ops = []
+    for a, b in zip(one.ops, two.ops):
+        fields = [int(x) + (batch - 1) * (int(y) - int(x)) for x, y in zip(
+            (a.cost.flops, a.cost.bytes_weights, a.cost.bytes_activations, a.cost.bytes_kv),
+            (b.cost.flops, b.cost.bytes_weights, b.cost.bytes_activations, b.cost.bytes_kv))]
+        ops.append(OpCost(a.op, a.role, a.layer, Cost(*fields), a.compute, a.weights))
+    return PhaseCost(one.phase, one.q_lens, one.cached, tuple(ops), repeat=batch)
 
 
 def count(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int], *, quant: str | None = None,
@@ -272,7 +310,7 @@ def count(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int], *, 
 def stand_in_weights(config: ModelConfig, quant: str | None = None):
     """ModelWeights of shape-only float32 arrays (and QTensors of shape-only parts when quantized)."""
     from ..quant import QTensor
-    from ..weights import LayerWeights, ModelWeights, layer_shapes
+    from ..weights import LayerWeights, ModelWeights, extra_layer_shapes, layer_shapes
 
     fmt = get_format(quant) if quant else None
 
@@ -289,7 +327,7 @@ def stand_in_weights(config: ModelConfig, quant: str | None = None):
                        _stand_in((n, k_pad // g), np.uint8) if fmt.zero_point else None)
 
     c = config
-    shapes = layer_shapes(c)
+    shapes = {**layer_shapes(c), **extra_layer_shapes(c)}
     layers = [LayerWeights(**{name: linear(s) if len(s) == 2 else _stand_in(s, np.float32)
                               for name, s in shapes.items()}) for _ in range(c.n_layers)]
     emb = _stand_in((c.vocab_size, c.dim), np.float32)

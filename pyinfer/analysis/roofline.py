@@ -167,7 +167,7 @@ def predict(step: PhaseCost, device: Device, efficiency: Efficiency | None = Non
     bw, h = device.bandwidth(ws), eff.cached_fraction(ws)
     ops = tuple(op_point(step.phase, o.role, o.op, o.cost, o.compute, device, eff, bandwidth=bw, cached_fraction=h)
                 for o in step.ops)
-    return PhaseRoofline(step.phase, device, step.tokens, len(step.q_lens), ops, bw)
+    return PhaseRoofline(step.phase, device, step.tokens, step.n_seqs, ops, bw)
 
 
 def predict_estimate(est: Estimate, device: Device, efficiency: Efficiency | None = None

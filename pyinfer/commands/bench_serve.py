@@ -37,10 +37,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     e.add_argument("--num-blocks", type=int, default=0, help="KV pool size in blocks (0: automatic)")
     e.add_argument("--no-prefix-caching", action="store_true")
     g = p.add_argument_group("report")
-    g.add_argument("--ttft-target-ms", type=float, default=None, help="goodput: TTFT target")
-    g.add_argument("--tpot-target-ms", type=float, default=None, help="goodput: TPOT target")
+    g.add_argument("--ttft-target-ms", type=_target_ms, default=None, help="goodput: TTFT target")
+    g.add_argument("--tpot-target-ms", type=_target_ms, default=None, help="goodput: TPOT target")
     add_json_option(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _target_ms(text: str) -> float:
+    """A goodput target: a finite number of milliseconds > 0 (NaN, inf and negatives refused)."""
+    import argparse
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of milliseconds > 0, got {text!r}")
+    return v
 
 
 def register_bench(bench_sub) -> None:

@@ -15,6 +15,7 @@ from ..arena import pack_weights
 from ..weights import LayerWeights, ModelWeights, layer_shapes
 
 LAYER_FIELDS = ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3")
+OPTIONAL_LAYER_FIELDS = ("bq", "bk", "bv", "q_norm", "k_norm")     # present when the config needs them
 
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -30,12 +31,19 @@ def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def flatten(weights: ModelWeights) -> dict[str, np.ndarray]:
-    """Flat name -> array (the arrays themselves, not copies)."""
+def flatten(weights: ModelWeights, extras: bool = False) -> dict[str, np.ndarray]:
+    """Flat name -> array (the arrays themselves, not copies). A format that stores only the plain
+    Llama decoder (extras=False) refuses a config with more (rope scaling, biases, q/k norms, window)."""
+    c = weights.config
+    if not extras and not c.is_plain_llama:
+        raise ValueError(f"config {c.name} has rope_scaling={c.rope_scaling}, qkv_bias={c.qkv_bias}, "
+                         f"qk_norm={c.qk_norm}, sliding_window={c.sliding_window}: this format stores only "
+                         "a plain Llama decoder; save it as 'hf'")
     flat = {"tok_embeddings": weights.tok_embeddings}
     for i, layer in enumerate(weights.layers):
-        for field in LAYER_FIELDS:
-            flat[f"layers.{i}.{field}"] = getattr(layer, field)
+        for field in LAYER_FIELDS + (OPTIONAL_LAYER_FIELDS if extras else ()):
+            if getattr(layer, field) is not None:
+                flat[f"layers.{i}.{field}"] = getattr(layer, field)
     flat["norm"] = weights.norm
     if not weights.config.tied_embeddings:
         flat["output"] = weights.output
@@ -52,7 +60,9 @@ def assemble(config: ModelConfig, tensors: dict[str, np.ndarray], source: str = 
         except KeyError:
             raise ValueError(f"tensor {name} is missing{where}") from None
 
-    layers = [LayerWeights(**{f: get(f"layers.{i}.{f}") for f in LAYER_FIELDS})
+    layers = [LayerWeights(**{f: get(f"layers.{i}.{f}") for f in LAYER_FIELDS},
+                           **{f: tensors[f"layers.{i}.{f}"] for f in OPTIONAL_LAYER_FIELDS
+                              if f"layers.{i}.{f}" in tensors})
               for i in range(config.n_layers)]
     emb = get("tok_embeddings")
     output = emb if config.tied_embeddings else get("output")

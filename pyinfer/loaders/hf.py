@@ -12,26 +12,32 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import numpy as np
 
 from ..config import ModelConfig
-from ..weights import ModelWeights
+from ..weights import ModelWeights, extra_layer_shapes
 from .common import assemble, flatten, tensor_shapes
+from .hf_config import config_from_hf, config_to_hf
 from .safetensors_io import SafetensorsFile, save_safetensors
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-REQUIRED_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                   "vocab_size", "max_position_embeddings", "rms_norm_eps")
 # our flat layer-field name -> HF name inside model.layers.{i}.
 HF_LAYER_NAMES = {
     "attn_norm": "input_layernorm.weight", "wq": "self_attn.q_proj.weight",
     "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight",
     "wo": "self_attn.o_proj.weight", "ffn_norm": "post_attention_layernorm.weight",
     "w1": "mlp.gate_proj.weight", "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight",
+    "bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",
+    "q_norm": "self_attn.q_norm.weight", "k_norm": "self_attn.k_norm.weight",
 }
+# Tensors some checkpoints carry that hold no weights (buffers saved by old transformers versions):
+# names ending in these are ignored; any other name the config does not explain is refused.
+WEIGHTLESS_SUFFIXES = ("rotary_emb.inv_freq",)
+# Flat fields in rotate-half order per head in HF files, and the head count their rows span.
+_ROPE_PERMUTED = {"wq": "n_heads", "wk": "n_kv_heads", "bq": "n_heads", "bk": "n_kv_heads",
+                  "q_norm": None, "k_norm": None}
 
 
 def hf_name(flat_name: str) -> str:
@@ -55,41 +61,23 @@ def permute_from_hf(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, out // n_heads // 2, cols).transpose(0, 2, 1, 3).reshape(out, cols)
 
 
-def config_from_hf(hf: dict, name: str = "custom") -> ModelConfig:
-    """ModelConfig from a parsed config.json; a missing or bad field is a ValueError naming it."""
-    missing = [k for k in REQUIRED_FIELDS if k not in hf]
-    if missing:
-        raise ValueError(f"config.json is missing required field(s): {', '.join(missing)}")
-    for flag in ("attention_bias", "mlp_bias"):
-        if hf.get(flag):
-            raise ValueError(f"config.json sets {flag}=true; biases are not supported")
-    if hf.get("rope_scaling"):
-        warnings.warn(f"config.json rope_scaling {hf['rope_scaling']!r} is ignored (not modelled)",
-                      stacklevel=3)
-    heads = hf["num_attention_heads"]
-    try:
-        return ModelConfig(
-            dim=hf["hidden_size"], hidden_dim=hf["intermediate_size"],
-            n_layers=hf["num_hidden_layers"], n_heads=heads,
-            n_kv_heads=hf.get("num_key_value_heads") or heads, vocab_size=hf["vocab_size"],
-            max_seq_len=hf["max_position_embeddings"], head_dim=hf.get("head_dim") or 0,
-            rope_theta=float(hf.get("rope_theta", 10000.0)), norm_eps=float(hf["rms_norm_eps"]),
-            tied_embeddings=bool(hf.get("tie_word_embeddings", False)), name=name)
-    except ValueError as e:
-        raise ValueError(f"config.json is invalid: {e}") from None
+def _permute(flat: str, arr: np.ndarray, config: ModelConfig, to_hf: bool) -> np.ndarray:
+    """Apply (to_hf) or undo HF's per-head rotate-half row order to a q/k weight, bias or norm."""
+    field = flat.rsplit(".", 1)[-1]
+    if field not in _ROPE_PERMUTED:
+        return arr
+    heads = 1 if _ROPE_PERMUTED[field] is None else getattr(config, _ROPE_PERMUTED[field])
+    f = permute_to_hf if to_hf else permute_from_hf
+    return f(arr if arr.ndim == 2 else arr.reshape(-1, 1), heads).reshape(arr.shape)
 
 
-def config_to_hf(config: ModelConfig) -> dict:
-    c = config
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
-        "hidden_size": c.dim, "intermediate_size": c.hidden_dim, "num_hidden_layers": c.n_layers,
-        "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
-        "head_dim": c.head_dim, "vocab_size": c.vocab_size,
-        "max_position_embeddings": c.max_seq_len,
-        "rope_theta": c.rope_theta, "rms_norm_eps": c.norm_eps,
-        "tie_word_embeddings": c.tied_embeddings, "torch_dtype": "float32",
-    }
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Flat name -> shape of every tensor a HF checkpoint of ``config`` holds."""
+    shapes = tensor_shapes(config)
+    for i in range(config.n_layers):
+        for field, shape in extra_layer_shapes(config).items():
+            shapes[f"layers.{i}.{field}"] = shape
+    return shapes
 
 
 def _checkpoint_dir(path: str | os.PathLike) -> str:
@@ -117,20 +105,45 @@ def _shard_map(directory: str) -> dict[str, str]:
     return {name: single for name in SafetensorsFile(single).names}
 
 
-def load_hf(path: str | os.PathLike) -> ModelWeights:
-    """A HF Llama checkpoint (a directory, or its config.json / a .safetensors / the index in it)
-    as float32 ModelWeights with wq / wk permuted back to adjacent-pair RoPE order."""
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a HF checkpoint directory (or a file in it); no weights are read."""
     directory = _checkpoint_dir(path)
     config_path = os.path.join(directory, "config.json")
     if not os.path.exists(config_path):
-        raise ValueError(f"{directory} has no config.json")
-    with open(config_path) as f:
-        config = config_from_hf(json.load(f), name=os.path.basename(os.path.normpath(directory)))
+        raise ValueError(f"{directory} has no config.json (not a Hugging Face checkpoint directory)")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path} is not valid JSON: {e}") from None
+    try:
+        return config_from_hf(hf, name=os.path.basename(os.path.normpath(directory)))
+    except ValueError as e:
+        raise ValueError(f"{config_path}: {e}") from None
+
+
+def load_hf(path: str | os.PathLike) -> ModelWeights:
+    """A HF checkpoint (a directory, or its config.json / a .safetensors / the index in it) of an
+    architecture in hf_config.ARCHITECTURES as float32 ModelWeights, q/k rows (weights, biases,
+    norms) permuted back to adjacent-pair RoPE order. A tensor the config does not explain is an error."""
+    directory = _checkpoint_dir(path)
+    config = read_config(directory)
     shard_of = _shard_map(directory)
     files: dict[str, SafetensorsFile] = {}
-    expected = tensor_shapes(config)
+    expected = expected_tensors(config)
+    by_hf = {hf_name(flat): flat for flat in expected}
+    tied_head = config.tied_embeddings and "lm_head.weight" in shard_of
+    unknown = sorted(n for n in shard_of if n not in by_hf and not n.endswith(WEIGHTLESS_SUFFIXES)
+                     and not (tied_head and n == "lm_head.weight"))
+    if unknown:
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise ValueError(f"{directory} has tensor(s) the config does not explain: "
+                         f"{', '.join(unknown[:5])}{more}")
     # Check every tensor's presence, shape and dtype (headers only) before reading any data.
-    for flat, shape in expected.items():
+    checks = dict(expected)
+    if tied_head:
+        checks["output"] = (config.vocab_size, config.dim)
+    for flat, shape in checks.items():
         name = hf_name(flat)
         if name not in shard_of:
             raise ValueError(f"tensor {name} is missing from {directory}")
@@ -148,33 +161,31 @@ def load_hf(path: str | os.PathLike) -> ModelWeights:
     for flat in expected:
         name = hf_name(flat)
         arr = files[shard_of[name]].get(name).astype(np.float32, copy=False)
-        if flat.endswith(".wq"):
-            arr = permute_from_hf(arr, config.n_heads)
-        elif flat.endswith(".wk"):
-            arr = permute_from_hf(arr, config.n_kv_heads)
-        tensors[flat] = np.ascontiguousarray(arr)
+        tensors[flat] = np.ascontiguousarray(_permute(flat, arr, config, to_hf=False))
+    if tied_head:    # transformers ties the head to the embedding; a different stored head is refused
+        head = files[shard_of["lm_head.weight"]].get("lm_head.weight").astype(np.float32, copy=False)
+        if not np.array_equal(head, tensors["tok_embeddings"]):
+            raise ValueError(f"{directory}: tie_word_embeddings=true but lm_head.weight differs from "
+                             "model.embed_tokens.weight")
     return assemble(config, tensors, directory)
 
 
 def save_hf(weights: ModelWeights, directory: str | os.PathLike,
             shard_max_bytes: int | None = None) -> None:
-    """Write config.json and float32 safetensors with HF names and rotate-half wq / wk.
+    """Write config.json and float32 safetensors with HF names and rotate-half q/k rows.
     With shard_max_bytes, tensors are packed in order into model-0000k-of-0000n.safetensors files
     of at most that many data bytes each (a larger tensor gets a shard of its own) plus an index."""
     if shard_max_bytes is not None and shard_max_bytes < 1:
         raise ValueError(f"shard_max_bytes={shard_max_bytes} must be >= 1")
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     config = weights.config
+    hf_config = config_to_hf(config)
+    os.makedirs(directory, exist_ok=True)
     tensors = {}
-    for flat, arr in flatten(weights).items():
-        if flat.endswith(".wq"):
-            arr = permute_to_hf(arr, config.n_heads)
-        elif flat.endswith(".wk"):
-            arr = permute_to_hf(arr, config.n_kv_heads)
-        tensors[hf_name(flat)] = np.ascontiguousarray(arr, dtype=np.float32)
+    for flat, arr in flatten(weights, extras=True).items():
+        tensors[hf_name(flat)] = np.ascontiguousarray(_permute(flat, arr, config, to_hf=True), dtype=np.float32)
     with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump(config_to_hf(config), f, indent=2)
+        json.dump(hf_config, f, indent=2)
     if shard_max_bytes is None:
         if os.path.exists(os.path.join(directory, INDEX_FILE)):   # a stale index would win on load
             os.remove(os.path.join(directory, INDEX_FILE))
