@@ -41,7 +41,7 @@ def measure_run(gen, prompt: str, steps: int, params: SamplingParams, repeat: in
     if warmup:
         n_prompt = len(gen.tokenizer.encode(prompt, bos=True))
         t0 = time.perf_counter()                  # the prompt's prefill and one decode step, whatever is sampled
-        gen.generate(prompt, steps=n_prompt + 1, params=replace(params, stop_token_ids=()), block_size=block_size)
+        gen.generate(prompt, steps=n_prompt + 1, params=replace(params, stop_token_ids=(), ignore_eos=True), block_size=block_size)
         warmup_s = time.perf_counter() - t0
     monitor = CoreMonitor()
     text, results = "", []
