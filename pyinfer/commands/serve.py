@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..config import PRESETS
@@ -19,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--served-model-name", help="the model's name in the API (default: the --model / --preset value); "
                                                "any name in a request is accepted while one model is served")
+    p.add_argument("--chat-template", help="a Jinja chat template (a file, or the template itself) for models "
+                                           "whose tokenizer has none or to replace theirs")
     p.add_argument("--backend", default=None, help="kernel backend: c, numba, numpy, triton (default: the fastest)")
     p.add_argument("--quant", help="quantize linear weights after loading (pyinfer.quant.FORMATS)")
     p.add_argument("--weights-seed", type=int, default=0, help="seed of a preset's random weights")
@@ -44,10 +47,14 @@ def _serve(args: argparse.Namespace) -> int:
               quantization=args.quant, weights_seed=args.weights_seed, seed=args.seed, threads=args.threads,
               max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, block_size=args.block_size,
               num_blocks=args.num_blocks, enable_prefix_caching=not args.no_prefix_caching)
+    template = args.chat_template
+    if template is not None and os.path.isfile(template):
+        with open(template, encoding="utf-8") as f:
+            template = f.read()
     name = args.served_model_name or args.model or args.preset
     url = f"http://{args.host}:{args.port}"
 
     def ready():
         print(f"pyinfer serve: {name} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
-    serve(llm.engine, name, args.host, args.port, args.log_level, on_ready=ready)
+    serve(llm.engine, name, args.host, args.port, args.log_level, on_ready=ready, chat_template=template)
     return 0

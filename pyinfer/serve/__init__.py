@@ -11,15 +11,17 @@ import signal
 from .loop import EngineLoop
 
 
-def serve(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
-          on_ready=None) -> None:
+def make_server(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
+                chat_template: str | None = None):
+    """(uvicorn Server, EngineLoop) ready to run: ``loop.start()`` then ``server.run()`` (or set
+    ``server.should_exit`` from another thread to stop it)."""
     try:
         import uvicorn
     except ImportError:
         raise ValueError("pyinfer serve needs starlette and uvicorn (pip install 'pyinfer[serve]')") from None
     from .app import build_app
     loop = EngineLoop(engine)
-    app = build_app(loop, model_name)
+    app = build_app(loop, model_name, chat_template)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2,
                             lifespan="off")
 
@@ -28,7 +30,12 @@ def serve(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000, lo
             loop.inbox.put(("stop",))      # abort what runs first: open streams then end at once
             await super().shutdown(sockets)
 
-    server = Server(config)
+    return Server(config), loop
+
+
+def serve(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
+          on_ready=None, chat_template: str | None = None) -> None:
+    server, loop = make_server(engine, model_name, host, port, log_level, chat_template)
     loop.start()
     if on_ready is not None:
         _notify_when_started(server, on_ready)
@@ -53,4 +60,4 @@ def _notify_when_started(server, on_ready) -> None:
     threading.Thread(target=wait, daemon=True).start()
 
 
-__all__ = ["EngineLoop", "serve"]
+__all__ = ["EngineLoop", "make_server", "serve"]

@@ -20,7 +20,7 @@ from .protocol import (RequestError, chat_logprobs, chat_request, completion_log
 POLL_S = 0.5
 
 
-def build_app(loop: EngineLoop, model_name: str):
+def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = None):
     try:
         from starlette.applications import Starlette
         from starlette.requests import Request
@@ -175,7 +175,7 @@ def build_app(loop: EngineLoop, model_name: str):
             body = await read_json(request)
             messages, max_tokens, logprobs = chat_request(body)
             try:
-                text, ids = chat_prompt(engine.tokenizer, messages)
+                text, ids = chat_prompt(engine.tokenizer, messages, chat_template)
             except ValueError as e:
                 raise RequestError(f"model {model_name!r}: {e}", "messages") from None
             params = sampling_params(body, max_tokens, logprobs, max(engine.max_seq_len - len(ids), 1))
