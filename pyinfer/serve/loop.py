@@ -128,6 +128,7 @@ class EngineLoop:
     def _deliver(self, outputs) -> None:
         now = time.monotonic()
         new = 0
+        batches: dict = {}
         for out in outputs:
             new += sum(len(c.delta_token_ids) for c in out.outputs)
             if out.finished:
@@ -140,10 +141,11 @@ class EngineLoop:
                     self.finished[c.finish_reason] = self.finished.get(c.finish_reason, 0) + 1
             target = self.streams.get(out.request_id)
             if target is not None:
-                loop, stream = target
-                loop.call_soon_threadsafe(stream.put_nowait, out)
+                batches.setdefault(target[0], []).append((target[1], out))
                 if out.finished:
                     del self.streams[out.request_id]
+        for loop, items in batches.items():      # one wake-up of each event loop per step
+            loop.call_soon_threadsafe(_put_all, items)
         self.generation_tokens += new
         self.recent.append((now, new))
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
@@ -181,6 +183,11 @@ class EngineLoop:
                                    "TPOT = (last - first token) / (N - 1)")):
             lines += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"] + hist.lines(name)
         return "\n".join(lines) + "\n"
+
+
+def _put_all(items) -> None:
+    for stream, out in items:
+        stream.put_nowait(out)
 
 
 def _settle(future: asyncio.Future, result, error) -> None:
