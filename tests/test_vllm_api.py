@@ -296,3 +296,56 @@ def test_llm_chat_renders_the_template_and_generates_from_it(llm260k):
     ref = llm260k.generate([ids], p, use_tqdm=False)[0]
     assert out.prompt == "Once upon a time" and out.prompt_token_ids == ids
     assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+
+
+def test_abort_returns_the_final_output_with_finish_reason_abort(rng):
+    engine = engine_of()
+    rid = engine.add_request([1] + [int(t) for t in rng.integers(3, 96, 3)],
+                             SamplingParams(n=2, temperature=1.0, max_tokens=9, ignore_eos=True))
+    engine.step()
+    engine.step()
+    out = engine.abort(rid)
+    assert out.finished and [c.finish_reason for c in out.outputs] == ["abort", "abort"]
+    assert [len(c.token_ids) for c in out.outputs] == [2, 2]
+    assert engine.abort(rid) is None and not engine.has_unfinished() and engine.cache.blocks_in_use() == 0
+
+
+def test_a_failed_step_leaves_the_streamed_state_as_it_was(llm260k):
+    """Text, offsets, logprobs and stop strings are rebound, never mutated, so the step's rollback
+    restores them: a run with a step that raised gives what a run without one gives."""
+    engine = llm260k.engine
+    params = [SamplingParams(temperature=0.9, seed=4, max_tokens=25, stop=[" the "], logprobs=2, n=2),
+              SamplingParams(temperature=0, max_tokens=20, frequency_penalty=0.5)]
+
+    def run(fail_at):
+        ids = [engine.add_request(p, sp) for p, sp in zip(["Once upon a time", "The dog"], params)]
+        calls = [0]
+
+        def flaky(*args):                      # after a sample has changed its sequence: then raise
+            calls[0] += 1
+            type(engine)._sample(engine, *args)
+            if calls[0] == fail_at:
+                raise MemoryError("injected")
+        engine._sample = flaky
+        streamed, finals = {i: ["", ""] for i in ids}, {}
+        try:
+            while engine.has_unfinished():
+                try:
+                    outs = engine.step()
+                except MemoryError:
+                    continue
+                for o in outs:
+                    for c in o.outputs:
+                        streamed[o.request_id][c.index] += c.delta_text
+                    if o.finished:
+                        finals[o.request_id] = o
+        finally:
+            del engine._sample
+        return [([c.text for c in finals[i].outputs], [c.token_ids for c in finals[i].outputs],
+                 [c.cumulative_logprob for c in finals[i].outputs], streamed[i][:len(finals[i].outputs)])
+                for i in ids]
+
+    clean, failed = run(0), run(9)
+    assert failed == clean
+    for texts, _, _, streams in clean:
+        assert streams == texts

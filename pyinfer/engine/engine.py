@@ -112,16 +112,17 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def abort(self, request_id: int) -> bool:
-        """Drop an unfinished request, every sample of it (their blocks go back to the pool); False
-        if it is not here."""
-        entry = self.requests.pop(request_id, None)
-        if entry is None:
-            return self.scheduler.abort(request_id)
-        found = False
-        for seq in entry[1]:
-            found |= self.scheduler.abort(seq.seq_id)
-        return found
+    def abort(self, request_id: int) -> RequestOutput | None:
+        """Drop an unfinished request, every sample of it (their blocks go back to the pool): its
+        final RequestOutput, the unfinished samples with finish_reason "abort"; None if it is not here."""
+        if request_id not in self.requests:
+            return None
+        for seq in self.requests[request_id][1]:
+            if self.scheduler.abort(seq.seq_id):
+                seq.finish_s = self.clock()
+        out = self._output(request_id)
+        del self.requests[request_id]
+        return out
 
     def num_unfinished_requests(self) -> int:
         return len(self.requests)
