@@ -349,3 +349,27 @@ def test_a_failed_step_leaves_the_streamed_state_as_it_was(llm260k):
     assert failed == clean
     for texts, _, _, streams in clean:
         assert streams == texts
+
+
+def test_text_deltas_hold_back_incomplete_utf8(llm260k):
+    """Multi-byte characters arrive as byte tokens: no delta holds half a character (U+FFFD), and
+    the deltas join to the tokenizer's decode."""
+    from pyinfer.engine.outputs import completion_output, detokenize
+    from pyinfer.engine.sequence import Sequence
+    tok = llm260k.get_tokenizer()
+    prompt = tok.encode("Once", bos=True)
+    text = " café 日本 ok"
+    out_ids = tok.encode(text, bos=False)
+    assert len(out_ids) > len(text.split())                  # byte-fallback pieces among them
+    params = SamplingParams(max_tokens=64)
+    seq = Sequence(seq_id=0, prompt_ids=prompt, params=params, sampler=Sampler(params), arrival_s=0.0)
+    deltas = []
+    for k, t in enumerate(out_ids):
+        seq.token_ids.append(t)
+        last = k == len(out_ids) - 1
+        if last:
+            seq.finish_reason = "length"
+        detokenize(seq, tok, frozenset({1, 2}), final=last)
+        deltas.append(completion_output(seq, 0).delta_text)
+    assert "" in deltas                                      # a first byte of a character waited
+    assert all("\ufffd" not in d for d in deltas) and "".join(deltas) == tok.decode(prompt + out_ids)[len("Once"):]
