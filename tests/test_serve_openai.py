@@ -223,3 +223,11 @@ def test_ctrl_c_aborts_what_runs_and_exits_130():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_port_in_use_is_refused_by_name():
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "pyinfer.cli", "serve", "--preset", "toy", "--port", str(port)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr

@@ -43,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port {args.port} must be in 1..65535")
     if args.model is None and args.preset is None:
         raise ValueError("give --model (a checkpoint or fetched name) or --preset")
+    _check_listen(args.host, args.port)
     llm = LLM(args.model, tokenizer=args.tokenizer, preset=args.preset, backend=args.backend,
               quantization=args.quant, weights_seed=args.weights_seed, seed=args.seed, threads=args.threads,
               max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len, block_size=args.block_size,
@@ -58,3 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"pyinfer serve: {name} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
     serve(llm.engine, name, args.host, args.port, args.log_level, on_ready=ready, chat_template=template)
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse an address we cannot listen on before loading the model (uvicorn would exit later)."""
+    import socket
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:                       # e.strerror: "Address already in use"
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
