@@ -239,7 +239,8 @@ class SamplingParams:
         if integer("max_tokens") < 1:
             raise ValueError(f"SamplingParams.max_tokens={self.max_tokens} must be >= 1")
         if not 0 <= integer("min_tokens") <= self.max_tokens:
-            raise ValueError(f"SamplingParams.min_tokens={self.min_tokens} must be in [0, max_tokens={self.max_tokens}]")
+            raise ValueError(f"SamplingParams.min_tokens={self.min_tokens} must be in "
+                             f"[0, max_tokens={self.max_tokens}]")
         for name in ("logprobs", "prompt_logprobs"):
             v = getattr(self, name)
             if v is True:

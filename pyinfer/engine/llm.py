@@ -73,7 +73,8 @@ class LLM:
         if isinstance(model, Model):
             from ..threads import ensure
             if quantization is not None:
-                raise ValueError("LLM(quantization=...) applies when loading; quantize a ready Model with pyinfer.quant")
+                raise ValueError("LLM(quantization=...) applies when loading; quantize a ready Model "
+                                 "with pyinfer.quant")
             self.threads = ensure(threads)
             self.engine = Engine(model, tokenizer, config, seed=seed, max_model_len=max_model_len)
         else:
@@ -180,7 +181,7 @@ def chat_prompt(tokenizer, messages, chat_template: str | None = None,
     from ..chat import render_chat, special_tokens_of
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if not template:
-        where = getattr(tokenizer, "path", None) or type(tokenizer).__name__ if tokenizer is not None else "no tokenizer"
+        where = "no tokenizer" if tokenizer is None else getattr(tokenizer, "path", None) or type(tokenizer).__name__
         raise ValueError(f"this model has no chat template ({where}: no chat_template in tokenizer_config.json, "
                          "chat_template.jinja or tokenizer.chat_template); chat is refused: use a plain prompt")
     text = render_chat(template, messages, special_tokens_of(tokenizer), add_generation_prompt)

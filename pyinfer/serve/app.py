@@ -132,7 +132,8 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
 
         def choice(i, c, text, finish, lp_slice, text_start):
             return {"index": i * n + c.index, "text": text,
-                    "logprobs": completion_logprobs(c, lp_slice, text_start, logprobs) if logprobs is not None else None,
+                    "logprobs": (completion_logprobs(c, lp_slice, text_start, logprobs)
+                                 if logprobs is not None else None),
                     "finish_reason": finish, "stop_reason": c.stop_reason if finish else None}
 
         if body.get("stream"):

@@ -177,7 +177,8 @@ class EngineLoop:
             lines += [f"# HELP {name} {help_} (model {model_name})", f"# TYPE {name} {kind}", f"{name} {value}"]
         lines += ["# HELP pyinfer_request_finished_total finished requests by finish_reason",
                   "# TYPE pyinfer_request_finished_total counter"]
-        lines += [f'pyinfer_request_finished_total{{finish_reason="{k}"}} {v}' for k, v in sorted(self.finished.items())]
+        lines += [f'pyinfer_request_finished_total{{finish_reason="{k}"}} {v}'
+                  for k, v in sorted(self.finished.items())]
         for name, hist, help_ in (("pyinfer_time_to_first_token_seconds", self.ttft, "TTFT = first token - arrival"),
                                   ("pyinfer_time_per_output_token_seconds", self.tpot,
                                    "TPOT = (last - first token) / (N - 1)")):
