@@ -12,5 +12,5 @@ from .scheduler import ScheduledBatch, Scheduler
 from .outputs import CompletionOutput, Logprob, RequestOutput
 from .sequence import Sequence, SequenceStatus
 
-__all__ = ["CompletionOutput", "Logprob", "EngineConfig", "Engine", "LLM", "ModelRunner", "RequestMetrics", "RequestOutput", "ScheduledBatch",
-           "Scheduler", "Sequence", "SequenceStatus", "summarize"]
+__all__ = ["CompletionOutput", "Engine", "EngineConfig", "LLM", "Logprob", "ModelRunner", "RequestMetrics",
+           "RequestOutput", "ScheduledBatch", "Scheduler", "Sequence", "SequenceStatus", "summarize"]
