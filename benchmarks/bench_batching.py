@@ -138,7 +138,7 @@ def engine_decode_rate(model: Model, batch: int, steps: int, prompt_len: int, se
                                                num_blocks=batch * -(-(prompt_len + steps + 1) // 16)))
     for _ in range(batch):
         engine.add_request([1] + [int(t) for t in rng.integers(3, c.vocab_size, prompt_len - 1)],
-                           SamplingParams(temperature=0.0, max_tokens=steps + 1, stop_token_ids=()))
+                           SamplingParams(temperature=0.0, max_tokens=steps + 1, ignore_eos=True))
     engine.step()                                                     # all prefills, first tokens
     t0 = time.perf_counter()
     n = 0

@@ -64,7 +64,7 @@ class BusyLoop:
 def decode_case(gen, n_tokens: int):
     from pyinfer.generate import generate
     ids = gen.tokenizer.encode("Once upon a time", bos=True)
-    params = SamplingParams(temperature=0.0, seed=1, stop_token_ids=())
+    params = SamplingParams(temperature=0.0, seed=1, ignore_eos=True)
 
     def run() -> float:
         return generate(gen.model, ids, len(ids) + n_tokens, params).decode_tokens_per_s

@@ -18,4 +18,13 @@ _init_env()      # OpenMP's idle threads wait passively (before any OpenMP runti
 from .config import PRESETS, CacheConfig, ModelConfig, SamplingParams, get_preset  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["PRESETS", "CacheConfig", "ModelConfig", "SamplingParams", "get_preset", "__version__"]
+__all__ = ["LLM", "PRESETS", "CacheConfig", "CompletionOutput", "ModelConfig", "RequestOutput", "SamplingParams",
+           "get_preset", "__version__"]
+
+
+def __getattr__(name):
+    """vLLM's names, ``from pyinfer import LLM, SamplingParams``: the engine loads on first use."""
+    if name in ("LLM", "RequestOutput", "CompletionOutput"):
+        from . import engine
+        return getattr(engine, name)
+    raise AttributeError(f"module 'pyinfer' has no attribute {name!r}")

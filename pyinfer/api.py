@@ -43,8 +43,9 @@ class TextGenerator:
 
     def generate(self, prompt: str = "", steps: int = 256, params: SamplingParams | None = None,
                  on_text: Callable[[str], None] | None = None, block_size: int = 16) -> Completion:
-        """Text after BOS for ``steps`` forward positions (llama2.c's -n), streamed to ``on_text``."""
-        params = with_stop_ids(params or SamplingParams(), self.tokenizer)
+        """Text after BOS for ``steps`` forward positions (llama2.c's -n), streamed to ``on_text``.
+        ``params`` None: run.c's sampling (temperature 1.0, top-p 0.9), seeded by ``params.seed``."""
+        params = with_stop_ids(params or SamplingParams(temperature=1.0, top_p=0.9), self.tokenizer)
         prompt_ids = self.tokenizer.encode(prompt, bos=True)
         if not prompt_ids:
             raise ValueError("the prompt encodes to no tokens (this tokenizer adds no BOS): give a prompt")

@@ -19,6 +19,7 @@ ROLES_NOTE = "each message must be a dict with a string 'role' and 'content'"
 def _environment():
     try:
         import jinja2
+        import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
         raise ValueError("chat templates need the jinja2 package (pip install 'pyinfer[hf]')") from None

@@ -6,7 +6,7 @@ at construction with a message naming the field, never deep inside a kernel.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -160,49 +160,108 @@ class CacheConfig:
             raise ValueError(f"KV cache dtype {self.dtype!r} is not one of float32, float16")
 
 
+def _number(owner: str, name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+        raise ValueError(f"{owner}.{name} must be a finite number, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
+def _integer(owner: str, name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{owner}.{name} must be an int, got {type(v).__name__} {v!r}")
+    return int(v)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick the next token. temperature 0 is greedy; top_k 0 and top_p 1 disable them."""
+    """How to pick the next tokens: vLLM's SamplingParams, its fields, meanings and defaults.
 
-    temperature: float = 0.0
-    top_k: int = 0
+    n outputs per prompt; temperature (0, or below 1e-5, is greedy); top_p in (0, 1]; top_k (0 or -1:
+    off); min_p in [0, 1] (tokens below min_p times the top token's probability are dropped); seed (None:
+    drawn from the engine's generator, which LLM(seed=) seeds); max_tokens new tokens (16); min_tokens
+    before EOS / stop_token_ids may be sampled; stop strings (the text ends before the first one, which
+    is not returned); stop_token_ids stop too, besides the tokenizer's EOS ids unless ignore_eos;
+    presence_penalty and frequency_penalty in [-2, 2] subtract (count > 0) and count of each token in
+    the output so far from its logit; repetition_penalty > 0 divides positive logits (multiplies
+    negative ones) of tokens in the prompt or the output; logprobs: the top-N log-probabilities per
+    output token beside the sampled one's (-1: all); prompt_logprobs is refused by the engine (it
+    computes last-position logits only); skip_special_tokens drops special tokens from the text.
+    The order is vLLM's: min_tokens mask, penalties, [greedy argmax], temperature, min_p, top_k, top_p.
+    Logprobs are those of the model's raw logits (vLLM's default logprobs_mode "raw_logprobs")."""
+
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
     seed: int | None = None
-    max_tokens: int = 256
-    # None: the tokenizer's / model's own EOS ids (llama2.c's BOS and EOS, 1 and 2, without one)
+    stop: str | tuple[str, ...] | None = None
     stop_token_ids: tuple[int, ...] | None = None
+    ignore_eos: bool = False
+    max_tokens: int = 16
+    min_tokens: int = 0
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self):
         def number(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-                raise ValueError(f"SamplingParams.{name} must be a finite number, got {type(v).__name__} {v!r}")
-            return float(v)
+            return _number("SamplingParams", name, getattr(self, name))
 
         def integer(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"SamplingParams.{name} must be an int, got {type(v).__name__} {v!r}")
-            return int(v)
+            return _integer("SamplingParams", name, getattr(self, name))
 
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        if integer("n") < 1:
+            raise ValueError(f"SamplingParams.n={self.n} must be >= 1")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= number(name) <= 2.0:
+                raise ValueError(f"SamplingParams.{name}={getattr(self, name)} must be in [-2, 2]")
+        if number("repetition_penalty") <= 0:
+            raise ValueError(f"SamplingParams.repetition_penalty={self.repetition_penalty} must be > 0")
         if number("temperature") < 0:
             raise ValueError(f"SamplingParams.temperature={self.temperature} must be >= 0 (below 1e-5: greedy)")
         if not 0 < number("top_p") <= 1:
             raise ValueError(f"SamplingParams.top_p={self.top_p} must be in (0, 1]")
-        if integer("top_k") < 0:
-            raise ValueError(f"SamplingParams.top_k={self.top_k} must be >= 0 (0 disables it)")
-        if integer("max_tokens") < 1:
-            raise ValueError(f"SamplingParams.max_tokens={self.max_tokens} must be >= 1")
+        if integer("top_k") < -1:
+            raise ValueError(f"SamplingParams.top_k={self.top_k} must be 0 or -1 (off) or >= 1")
+        put("top_k", max(int(self.top_k), 0))
+        if not 0 <= number("min_p") <= 1:
+            raise ValueError(f"SamplingParams.min_p={self.min_p} must be in [0, 1]")
         if self.seed is not None:
             integer("seed")
-        stops = self.stop_token_ids
-        if stops is None:                    # resolved to the model's EOS ids by tokenization.with_stop_ids
-            return
+        if integer("max_tokens") < 1:
+            raise ValueError(f"SamplingParams.max_tokens={self.max_tokens} must be >= 1")
+        if not 0 <= integer("min_tokens") <= self.max_tokens:
+            raise ValueError(f"SamplingParams.min_tokens={self.min_tokens} must be in "
+                             f"[0, max_tokens={self.max_tokens}]")
+        for name in ("logprobs", "prompt_logprobs"):
+            v = getattr(self, name)
+            if v is True:
+                put(name, 1)
+            elif v is not None and integer(name) < -1:
+                raise ValueError(f"SamplingParams.{name}={v} must be None, -1 (all) or >= 0")
+        for name in ("ignore_eos", "skip_special_tokens", "include_stop_str_in_output"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SamplingParams.{name} must be a bool, got {getattr(self, name)!r}")
+        stop = () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else self.stop
+        if not isinstance(stop, (tuple, list)) or not all(isinstance(s, str) and s for s in stop):
+            raise ValueError(f"SamplingParams.stop must be a string or a list of non-empty strings, got {self.stop!r}")
+        put("stop", tuple(dict.fromkeys(stop)))
+        stops = () if self.stop_token_ids is None else self.stop_token_ids
         if isinstance(stops, (str, bytes)) or not isinstance(stops, (tuple, list)) or \
                 any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0 for t in stops):
-            raise ValueError(f"SamplingParams.stop_token_ids must be None (the model's EOS ids) or a tuple of "
-                             f"token ids (ints >= 0), got {stops!r}")
-        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in stops))
+            raise ValueError(f"SamplingParams.stop_token_ids must be a list of token ids (ints >= 0), got {stops!r}")
+        put("stop_token_ids", tuple(dict.fromkeys(int(t) for t in stops)))
+        if self.n > 1 and self.temperature < 1e-5:
+            raise ValueError(f"SamplingParams.n={self.n} needs sampling: greedy (temperature {self.temperature}) "
+                             "gives n equal outputs (vLLM refuses it too)")
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -49,7 +49,7 @@ def measure_run(gen, prompt: str, steps: int, params: SamplingParams, repeat: in
         # the prompt's prefill and one decode step, whatever is sampled
         n_new = 2 if messages is not None else len(gen.tokenizer.encode(prompt, bos=True)) + 1
         t0 = time.perf_counter()
-        once(n_new, replace(params, stop_token_ids=()), None)
+        once(n_new, replace(params, stop_token_ids=(), ignore_eos=True), None)
         warmup_s = time.perf_counter() - t0
     monitor = CoreMonitor()
     text, results = "", []

@@ -87,7 +87,7 @@ def test_generate_count_costs_equals_estimate_sums(rng):
     config = PRESETS["toy"]
     model = Model(random_weights(config, seed=1), Ops("numpy"))
     prompt = [1] + list(rng.integers(3, 512, 6))
-    result = generate(model, prompt, steps=14, params=SamplingParams(temperature=0.0, stop_token_ids=()))
+    result = generate(model, prompt, steps=14, params=SamplingParams(temperature=0.0, ignore_eos=True))
     counter = count_costs(model, result)
     pre = step_cost(config, [result.step_q_lens[0]], [0]).total
     dec = sum((step_cost(config, [1], [len(prompt) + i]).total for i in range(len(result.step_q_lens) - 1)), Cost())

@@ -100,6 +100,6 @@ def test_device_without_the_dtype_is_a_clear_error():
 
 def test_where_run_sits_line():
     model = Model(random_weights(PRESETS["toy"], seed=0), Ops("numpy"))
-    result = generate(model, [1, 5, 9], steps=8, params=SamplingParams(temperature=0.0, stop_token_ids=()))
+    result = generate(model, [1, 5, 9], steps=8, params=SamplingParams(temperature=0.0, ignore_eos=True))
     line = where_run_sits(count_costs(model, result), len(result.step_q_lens) - 1, result.decode_time_s, H100)
     assert line.startswith("roofline    h100: decode memory-bound, predicted") and "% of the roofline" in line

@@ -41,7 +41,7 @@ def test_thousand_requests_through_a_tenth_sized_pool_equal_runs_alone(gen260k, 
         plen = int(rng.integers(64, 161)) if rng.random() < 0.05 else int(rng.integers(1, 13))
         prompt = [1] + [int(t) for t in rng.integers(3, 512, plen - 1)]
         requests.append((prompt, SamplingParams(temperature=0.0, max_tokens=int(rng.integers(1, 25)),
-                                                stop_token_ids=())))
+                                                ignore_eos=True)))
     full_blocks = sum(-(-(len(p) + sp.max_tokens - 1) // bs) for p, sp in requests)
     # Tuned by replaying the scheduling alone (stop tokens are off, so it does not depend on the
     # logits) for 1300 seeds: every one preempted (>= 2 times) and cut prompts into chunks (>= 4).
@@ -54,7 +54,7 @@ def test_thousand_requests_through_a_tenth_sized_pool_equal_runs_alone(gen260k, 
             if i < n:
                 ids.append(engine.add_request(*requests[i]))
                 i += 1
-        for out in engine.step():
+        for out in (o for o in engine.step() if o.finished):
             assert out.request_id not in outputs, f"request {out.request_id} finished twice"
             outputs[out.request_id] = out
     stats = engine.stats()
@@ -114,8 +114,8 @@ def tiny():
 
 def test_bad_requests_are_refused_and_the_rest_are_served(tiny):
     engine = Engine(tiny, config=EngineConfig(block_size=4, num_blocks=8))
-    good = [engine.add_request([1, 5, 6], SamplingParams(max_tokens=5, stop_token_ids=())),
-            engine.add_request([1, 7], SamplingParams(max_tokens=3, stop_token_ids=()))]
+    good = [engine.add_request([1, 5, 6], SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)),
+            engine.add_request([1, 7], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True))]
     cases = [
         (([], None), "empty prompt"),
         (("", None), "empty prompt"),
@@ -124,16 +124,16 @@ def test_bad_requests_are_refused_and_the_rest_are_served(tiny):
         (([1, 300], None), r"token ids must be in \[0, 300\)"),
         (([[1, 2]], None), "one flat sequence"),
         (([1.5, 2.0], None), "must be integers"),
-        (([1, 2], SamplingParams(max_tokens=40)), "needs up to 41 tokens of KV cache .* pool holds 32"),
+        (([1, 2], SamplingParams(temperature=0.0, max_tokens=40)), "needs up to 41 tokens of KV cache .* pool holds 32"),
         (([1, 2], {"max_tokens": 3}), "params must be SamplingParams"),
     ]
     for field, value, msg in (("max_tokens", 0, "max_tokens=0 must be"),
                               ("top_p", 0.0, r"top_p=0.0 must be in \(0, 1\]"),
                               ("top_p", 1.5, r"top_p=1.5 must be in \(0, 1\]"),
                               ("temperature", -0.5, "temperature=-0.5"),
-                              ("temperature", math.nan, "temperature=nan"),
+                              ("temperature", math.nan, "temperature must be a finite number, got float nan"),
                               ("stop_token_ids", (999,), "stop_token_ids")):
-        broken = SamplingParams(max_tokens=4)
+        broken = SamplingParams(temperature=0.0, max_tokens=4)
         object.__setattr__(broken, field, value)             # get past SamplingParams' own checks
         cases.append((([1, 2], broken), msg))
     for (prompt, params), msg in cases:
@@ -143,7 +143,7 @@ def test_bad_requests_are_refused_and_the_rest_are_served(tiny):
                         ({"temperature": -1.0}, "temperature=-1.0")):
         with pytest.raises(ValueError, match=msg):      # SamplingParams itself refuses them too
             SamplingParams(**kwargs)
-    good.append(engine.add_request([1, 9, 9, 9], SamplingParams(max_tokens=4)))
+    good.append(engine.add_request([1, 9, 9, 9], SamplingParams(temperature=0.0, max_tokens=4)))
     outs = {o.request_id: o for o in engine.run_until_done()}
     assert sorted(outs) == good == [0, 1, 2]                  # refused requests took no id
     assert [len(outs[i].output_ids) for i in good[:2]] == [5, 3]
@@ -151,23 +151,23 @@ def test_bad_requests_are_refused_and_the_rest_are_served(tiny):
 
 def test_finish_reasons_stop_length_context(tiny):
     engine = Engine(tiny, config=EngineConfig(block_size=4))
-    probe = engine.add_request([1, 2, 3], SamplingParams(max_tokens=6, stop_token_ids=()))
+    probe = engine.add_request([1, 2, 3], SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
     (out,) = engine.run_until_done()
     assert out.request_id == probe and out.finish_reason == "length" and len(out.output_ids) == 6
     stop_at = out.output_ids[2]
     first = out.output_ids.index(stop_at)
-    engine.add_request([1, 2, 3], SamplingParams(max_tokens=6, stop_token_ids=(stop_at,)))
+    engine.add_request([1, 2, 3], SamplingParams(temperature=0.0, max_tokens=6, stop_token_ids=(stop_at,)))
     (stopped,) = engine.run_until_done()
     assert stopped.finish_reason == "stop" and stopped.output_ids == out.output_ids[:first]
     assert stopped.metrics.num_output_tokens == first + 1       # the stop token was sampled, not emitted
-    engine.add_request(list(range(1, 61)), SamplingParams(max_tokens=50, stop_token_ids=()))
+    engine.add_request(list(range(1, 61)), SamplingParams(temperature=0.0, max_tokens=50, ignore_eos=True))
     (ctx,) = engine.run_until_done()
-    assert ctx.finish_reason == "context" and len(ctx.output_ids) == 64 - 60 + 1   # run.c: context positions
+    assert ctx.finish_reason == "length" and len(ctx.output_ids) == 64 - 60 + 1   # run.c: context positions
 
 
 def test_long_prompt_is_chunked_and_chunks_equal_one_pass(tiny, rng):
     prompt = [1] + [int(t) for t in rng.integers(3, 300, 50)]
-    params = SamplingParams(max_tokens=8, stop_token_ids=())
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     whole = Engine(tiny, config=EngineConfig(max_num_batched_tokens=64, enable_prefix_caching=False,
                                              batch_invariant=True))
     chunked = Engine(tiny, config=EngineConfig(max_num_batched_tokens=7, block_size=4, batch_invariant=True))
@@ -203,7 +203,7 @@ def test_batch_invariant_logits_are_bit_identical_in_any_batch(tiny, rng):
 
 def test_abort_and_llm_all_or_nothing(tiny):
     engine = Engine(tiny, config=EngineConfig(block_size=4))
-    rid = engine.add_request([1, 2, 3], SamplingParams(max_tokens=10))
+    rid = engine.add_request([1, 2, 3], SamplingParams(temperature=0.0, max_tokens=10))
     engine.step()
     assert engine.abort(rid) and not engine.abort(rid) and not engine.has_unfinished()
     assert engine.cache.blocks_in_use() == 0

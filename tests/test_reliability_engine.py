@@ -72,7 +72,7 @@ def workload(rng):
     shared = [1] + [int(t) for t in rng.integers(3, 63, 8)]
     prompts = [shared + [int(t) for t in rng.integers(3, 63, 6)], shared + [int(t) for t in rng.integers(3, 63, 3)],
                [1] + [int(t) for t in rng.integers(3, 63, 2)], [1] + [int(t) for t in rng.integers(3, 63, 5)]]
-    return [(p, SamplingParams(temperature=0.0, max_tokens=8, stop_token_ids=())) for p in prompts]
+    return [(p, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)) for p in prompts]
 
 
 def fingerprint(engine):
@@ -102,7 +102,7 @@ def run_with_failure(engine, requests, faults, target, kind):
             assert fingerprint(engine) == before, f"state changed by the failed step (point {target})"
             assert set(engine.cache.manager.hash_of.items()) <= set(hashes.items())
             continue
-        outputs.update({ids.index(o.request_id): o.output_ids for o in done})
+        outputs.update({ids.index(o.request_id): o.output_ids for o in done if o.finished})
     assert failed == (1 if target >= 0 else 0)
     return outputs
 

@@ -43,7 +43,7 @@ def test_json_to_stdout_is_the_whole_stdout(capsys):
 
 def test_repeat_gives_median_min_max(gen, monkeypatch):
     monkeypatch.setattr(hardware, "this_cpu", lambda threads=None, **kw: fake_cpu(threads or 1))
-    params = SamplingParams(temperature=0.0, seed=1, stop_token_ids=())
+    params = SamplingParams(temperature=0.0, seed=1, ignore_eos=True)
     _, m = measure_run(gen, "hello", 24, params, repeat=3)
     d = run_summary(gen, m, params)
     assert len(m.results) == 3 and d["repeat"] == 3 and d["compile_s"] >= 0 and d["warmup_s"] > 0
@@ -61,7 +61,7 @@ def test_repeat_gives_median_min_max(gen, monkeypatch):
 def test_unmeasured_figures_are_null_and_the_report_still_reports(gen, case):
     prompt = "hello"
     n_prompt = len(gen.tokenizer.encode(prompt, bos=True))
-    greedy = SamplingParams(temperature=0.0, seed=1, stop_token_ids=())
+    greedy = SamplingParams(temperature=0.0, seed=1, ignore_eos=True)
     first = gen.generate(prompt, steps=n_prompt + 1, params=greedy).result.output_ids[-1]
     if case == "first token stops":                  # what made test_console_script_runs_default_job flaky
         params, steps = SamplingParams(temperature=0.0, seed=1, stop_token_ids=(first,)), 24

@@ -72,7 +72,7 @@ def test_speculative_sampling_keeps_the_target_distribution_end_to_end(seed):
     cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=8,
                       max_seq_len=32, name="v8")
     target, draft = Model(random_weights(cfg, seed=1)), Model(random_weights(cfg, seed=2))
-    params = [SamplingParams(temperature=1.0, top_k=6, seed=seed + i, max_tokens=4, stop_token_ids=())
+    params = [SamplingParams(temperature=1.0, top_k=6, seed=seed + i, max_tokens=4, ignore_eos=True)
               for i in range(3000)]
     prompt = [1, 5]
     outs, stats = SpeculativeDecoder(target, draft, num_speculative_tokens=2, block_size=4).generate(
@@ -125,7 +125,7 @@ def test_identical_draft_is_always_accepted(gen260k):
     target = gen260k.model
     k = 3
     outs, stats = SpeculativeDecoder(target, layer_draft(target, range(5)), k).generate(
-        [[1, 403, 407]], SamplingParams(temperature=0.0, max_tokens=41, stop_token_ids=()))
+        [[1, 403, 407]], SamplingParams(temperature=0.0, max_tokens=41, ignore_eos=True))
     assert stats.acceptance_rate == 1.0 and stats.mean_tokens_per_step == k + 1
     assert stats.rounds == 10 and stats.target_passes == 11 and len(outs[0].output_ids) == 41
 

@@ -59,6 +59,12 @@ def _target_ms(text: str) -> float:
 def register_bench(bench_sub) -> None:
     serve = bench_sub.add_parser("serve", help="replay a synthetic Poisson trace through the engine; latency metrics")
     _add_common(serve)
+    h = serve.add_argument_group("over HTTP")
+    h.add_argument("--url", help="also replay the same trace over HTTP against `pyinfer serve` at this URL "
+                                 "(e.g. http://127.0.0.1:8000), streaming clients, reported beside the in-process run")
+    h.add_argument("--disconnect-fraction", type=float, default=0.0,
+                   help="with --url: this share of clients close their stream after the first chunk (default 0)")
+    h.add_argument("--http-timeout", type=float, default=600.0, help="with --url: give up after this many seconds")
     serve.set_defaults(handler=_serve)
     sweep = bench_sub.add_parser("sweep", help="the same trace at several batch caps or rates: latency vs throughput")
     _add_common(sweep)
@@ -75,15 +81,20 @@ def _load(args):
                 seed=args.weights_seed, threads=args.threads)
 
 
+def _trace(gen, args):
+    from ..engine.trace import LengthDist, synthetic_trace
+    c = gen.model.config
+    return synthetic_trace(args.num_requests, args.rate, LengthDist.parse(args.prompt_len),
+                           LengthDist.parse(args.output_len), c.vocab_size, c.max_seq_len, args.seed)
+
+
 def _run_point(gen, args) -> dict:
     from ..config import SamplingParams
     from ..engine import Engine, EngineConfig
     from ..engine.metrics import summarize
-    from ..engine.trace import LengthDist, progress_bar, replay, synthetic_trace
+    from ..engine.trace import progress_bar, replay
 
-    c = gen.model.config
-    trace = synthetic_trace(args.num_requests, args.rate, LengthDist.parse(args.prompt_len),
-                            LengthDist.parse(args.output_len), c.vocab_size, c.max_seq_len, args.seed)
+    trace = _trace(gen, args)
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           block_size=args.block_size, num_blocks=args.num_blocks,
                           enable_prefix_caching=not args.no_prefix_caching)
@@ -133,10 +144,45 @@ def _serve_report(args) -> dict:
           f"{e['num_blocks']} blocks of {e['block_size']}, {e['steps']} steps, prefix cache hit rate "
           f"{100 * e['prefix_cache_hit_rate']:.1f}%")
     print(format_summary(point["summary"]))
+    http = _http_point(gen, args, point) if getattr(args, "url", None) else None
     warning = use.busy_warning() if use else None
     if warning:
         print(f"warning: {warning}")
-    return {**_header(gen), **point, "busy_warning": warning}
+    return {**_header(gen), **point, **({"http": http} if http else {}), "busy_warning": warning}
+
+
+def _http_point(gen, args, point: dict) -> dict:
+    """The same trace over HTTP, its client-side summary beside the in-process one."""
+    from ..engine.metrics import summarize
+    from ..serve.client import http_replay
+    if not args.url.startswith(("http://", "https://")):
+        raise ValueError(f"--url {args.url!r} must start with http:// or https://")
+    got = http_replay(args.url, _trace(gen, args), args.temperature, args.seed, args.disconnect_fraction,
+                      args.http_timeout)
+    ms = (lambda v: None if v is None else v / 1e3)
+    summary = summarize(got["metrics"], ms(args.ttft_target_ms), ms(args.tpot_target_ms)) if got["metrics"] else None
+    i = got["integrity"]
+    print(f"\nover HTTP ({args.url}, streaming clients, {i['disconnected']} disconnecting after their first chunk)")
+    if summary:
+        print(side_by_side(point["summary"], summary))
+    a = i["after"]
+    print(f"integrity: {i['completed']} completed, {i['disconnected']} disconnected, {i['lost']} lost, "
+          f"{i['malformed']} malformed, {i['duplicated_ids']} duplicated; after settling: running {a['running']}, "
+          f"waiting {a['waiting']}, KV blocks used {a['kv_blocks_used']}")
+    return {"url": args.url, "disconnect_fraction": args.disconnect_fraction, "summary": summary, "integrity": i}
+
+
+def side_by_side(local: dict, http: dict) -> str:
+    """In-process replay vs HTTP clients: the overhead of HTTP, SSE and the engine thread, in ms."""
+    lines = [f"{'metric (ms)':<24}{'in-process':>12}{'HTTP':>12}{'HTTP - in':>12}"]
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2e_s", "E2E")):
+        for q in ("mean", "p50", "p99"):
+            a, b = 1e3 * local[key][q], 1e3 * http[key][q]
+            lines.append(f"{label + ' ' + q:<24}{a:>12.2f}{b:>12.2f}{b - a:>12.2f}")
+    for key, label in (("output_token_throughput_per_s", "output tok/s"), ("request_throughput_per_s", "req/s")):
+        a, b = local[key], http[key]
+        lines.append(f"{label:<24}{a:>12.2f}{b:>12.2f}{b - a:>12.2f}")
+    return "\n".join(lines)
 
 
 def _sweep(args) -> int:

@@ -9,7 +9,8 @@ from .llm import LLM
 from .metrics import RequestMetrics, summarize
 from .model_runner import ModelRunner
 from .scheduler import ScheduledBatch, Scheduler
-from .sequence import RequestOutput, Sequence, SequenceStatus
+from .outputs import CompletionOutput, Logprob, RequestOutput
+from .sequence import Sequence, SequenceStatus
 
-__all__ = ["EngineConfig", "Engine", "LLM", "ModelRunner", "RequestMetrics", "RequestOutput", "ScheduledBatch",
-           "Scheduler", "Sequence", "SequenceStatus", "summarize"]
+__all__ = ["CompletionOutput", "Engine", "EngineConfig", "LLM", "Logprob", "ModelRunner", "RequestMetrics",
+           "RequestOutput", "ScheduledBatch", "Scheduler", "Sequence", "SequenceStatus", "summarize"]

@@ -1,11 +1,15 @@
 """The serving loop: requests arrive at any time (``add_request``), each ``step`` runs one forward
-pass over whatever the scheduler picked and returns the requests that finished in it.
+pass over whatever the scheduler picked and returns a RequestOutput for every request that advanced
+in it (its new tokens and text delta; ``finished`` on the last one), so a caller streams or filters.
 
     engine = Engine(model, tokenizer, EngineConfig(max_num_seqs=16))
     rid = engine.add_request("Once upon a time", SamplingParams(temperature=0.8, seed=1))
     while engine.has_unfinished():
         for out in engine.step():
-            print(out.request_id, out.text)
+            print(out.request_id, out.outputs[0].delta_text, end="")
+
+A request with SamplingParams.n > 1 runs as n sequences (sample i seeded with seed + i, as vLLM's
+parallel sampling) reported together in one RequestOutput.
 """
 from __future__ import annotations
 
@@ -14,20 +18,26 @@ from typing import Callable
 
 from ..config import SamplingParams
 from ..model import Model
-from ..sampling import NonFiniteLogitsError, Sampler
-from ..tokenization import with_stop_ids
+import numpy as np
+
+from ..sampling import NonFiniteLogitsError, Sampler, log_softmax, top_logprobs
+from ..tokenization import stop_ids_of, with_stop_ids
 from ..tokenizer import check_tokenizer_matches
 from .config import EngineConfig
 from .model_runner import ModelRunner, batch_invariant_model, make_cache
+from .outputs import Logprob, RequestOutput, completion_output, detokenize, find_stop_string
 from .scheduler import Scheduler
-from .sequence import (RequestOutput, Sequence, check_params, check_prompt_ids,
-                       max_cache_tokens)
+from .sequence import Sequence, check_params, check_prompt_ids, max_cache_tokens
 from .transaction import StepTransaction
 
 
 class Engine:
     def __init__(self, model: Model, tokenizer=None, config: EngineConfig | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, seed: int | None = None,
+                 max_model_len: int | None = None):
+        """``seed``: seeds the generator that requests without their own SamplingParams.seed draw
+        theirs from (vLLM's LLM(seed=)); None: fresh entropy. ``max_model_len``: a context shorter
+        than the model's (prompt + output tokens per sequence); None: the model's."""
         self.config = config or EngineConfig()
         self.model = batch_invariant_model(model) if self.config.batch_invariant else model
         if tokenizer is not None:
@@ -35,13 +45,25 @@ class Engine:
         self.tokenizer = tokenizer
         self.clock = clock
         c = model.config
+        self.max_seq_len = c.max_seq_len
+        if max_model_len is not None:
+            if isinstance(max_model_len, bool) or not isinstance(max_model_len, int) or \
+                    not 1 <= max_model_len <= c.max_seq_len:
+                raise ValueError(f"max_model_len={max_model_len!r} must be an int in [1, {c.max_seq_len}] "
+                                 f"(the model's context)")
+            self.max_seq_len = max_model_len
         bytes_per_token = 2 * c.n_layers * c.kv_dim * 4
-        num_blocks = self.config.resolve_num_blocks(c.max_seq_len, bytes_per_token)
+        num_blocks = self.config.resolve_num_blocks(self.max_seq_len, bytes_per_token)
         self.cache = make_cache(self.model, self.config.block_size, num_blocks, self.config.enable_prefix_caching)
         self.scheduler = Scheduler(self.cache, self.config.max_num_seqs, self.config.max_num_batched_tokens)
         self.runner = ModelRunner(self.model, self.cache)
         self._next_id = 0
         self.num_steps = 0
+        self.rng = np.random.default_rng(seed)
+        self.eos_ids = frozenset(stop_ids_of(tokenizer))
+        self.special_ids = self.eos_ids | {i for i in (getattr(tokenizer, "bos_id", None),
+                                                       getattr(tokenizer, "eos_id", None)) if i is not None}
+        self.requests: dict[int, tuple[str | None, list[Sequence]]] = {}   # request id -> (prompt text, samples)
 
     # ---- requests in ---------------------------------------------------------------------
 
@@ -50,40 +72,65 @@ class Engine:
         BOS first) or a sequence of token ids. A request the engine could never serve raises
         ValueError here, naming the problem, and leaves the engine as it was."""
         c = self.model.config
+        text = getattr(prompt, "text", None)          # token ids that came from a text (LLM.chat)
         if isinstance(prompt, (str, bytes)):
             if len(prompt) == 0:
                 raise ValueError("empty prompt: a request needs at least one token")
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs a tokenizer; give the Engine one or pass token ids")
+            text = prompt if isinstance(prompt, str) else None
             prompt = self.tokenizer.encode(prompt, bos=True)
-        prompt_ids = check_prompt_ids(prompt, c.vocab_size, c.max_seq_len)
+        prompt_ids = check_prompt_ids(prompt, c.vocab_size, self.max_seq_len)
         params = with_stop_ids(SamplingParams() if params is None else params, self.tokenizer)
         check_params(params, c.vocab_size)
-        need = max_cache_tokens(len(prompt_ids), params.max_tokens, c.max_seq_len)
+        need = max_cache_tokens(len(prompt_ids), params.max_tokens, self.max_seq_len)
         pool = self.cache.num_blocks * self.cache.block_size
         if need > pool:
             raise ValueError(
                 f"request needs up to {need} tokens of KV cache (prompt {len(prompt_ids)} + max_tokens "
-                f"{params.max_tokens}, capped by the context {c.max_seq_len}) but the pool holds {pool}; "
+                f"{params.max_tokens}, capped by the context {self.max_seq_len}) but the pool holds {pool}; "
                 "lower max_tokens or give the engine more blocks")
-        seq = Sequence(seq_id=self._next_id, prompt_ids=prompt_ids, params=params,
-                       sampler=Sampler(params, self.model.ops),
-                       arrival_s=self.clock() if arrival_s is None else float(arrival_s))
-        self._next_id += 1
-        self.scheduler.add(seq)
-        return seq.seq_id
+        if params.logprobs is not None and params.logprobs > c.vocab_size:
+            raise ValueError(f"logprobs={params.logprobs} is more than the vocab's {c.vocab_size} tokens")
+        arrival = self.clock() if arrival_s is None else float(arrival_s)
+        request_id = self._next_id
+        seqs = []
+        for i in range(params.n):
+            if params.seed is not None:
+                rng = np.random.default_rng(params.seed + i)            # vLLM's child seeds: seed + index
+            else:
+                rng = np.random.default_rng(int(self.rng.integers(1 << 63)))
+            seqs.append(Sequence(seq_id=self._next_id, prompt_ids=list(prompt_ids), params=params,
+                                 sampler=Sampler(params, self.model.ops, rng), arrival_s=arrival,
+                                 request_id=request_id, index=i))
+            self._next_id += 1
+        for seq in seqs:
+            self.scheduler.add(seq)
+        self.requests[request_id] = (text, seqs)
+        return request_id
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def abort(self, request_id: int) -> bool:
-        """Drop an unfinished request (its blocks go back to the pool); False if it is not here."""
-        return self.scheduler.abort(request_id)
+    def abort(self, request_id: int) -> RequestOutput | None:
+        """Drop an unfinished request, every sample of it (their blocks go back to the pool): its
+        final RequestOutput, the unfinished samples with finish_reason "abort"; None if it is not here."""
+        if request_id not in self.requests:
+            return None
+        for seq in self.requests[request_id][1]:
+            if self.scheduler.abort(seq.seq_id):
+                seq.finish_s = self.clock()
+        out = self._output(request_id)
+        del self.requests[request_id]
+        return out
+
+    def num_unfinished_requests(self) -> int:
+        return len(self.requests)
 
     # ---- one step ----------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Schedule, run one forward pass, sample; the requests that finished in this step.
+        """Schedule, run one forward pass, sample; a RequestOutput for each request that advanced.
 
         A transaction: if anything raises inside (a kernel error, MemoryError, KeyboardInterrupt),
         the engine is put back as it was before the step and the exception reaches the caller; the
@@ -91,12 +138,15 @@ class Engine:
         with finish_reason "error" (and the message in ``error``) while the others go on."""
         txn = StepTransaction(self)
         try:
-            finished = self._step(txn)
+            outputs = self._step(txn)
         except BaseException:
             txn.rollback()
             raise
         txn.commit()
-        return finished
+        for out in outputs:
+            if out.finished:
+                self.requests.pop(out.request_id, None)
+        return outputs
 
     def _step(self, txn: StepTransaction) -> list[RequestOutput]:
         batch = self.scheduler.schedule()
@@ -105,50 +155,75 @@ class Engine:
                 raise RuntimeError("scheduler found nothing to run although requests are waiting; "
                                    "this is a bug in the scheduler's block accounting")
             return []
+        start = self.clock()
+        for seq in batch.seqs:
+            if seq.first_scheduled_s is None:
+                seq.first_scheduled_s = start
         logits = self.runner.run(batch)                                   # (B, vocab)
         self.num_steps += 1
         now = self.clock()
-        max_seq_len = self.model.config.max_seq_len
-        finished = []
+        advanced: dict[int, None] = {}                                    # request ids, in batch order
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
             seq.num_computed_tokens += n
             if seq.num_computed_tokens < seq.num_tokens:
                 continue                                                  # a prompt chunk, more to come
-            if not seq.sampler.is_greedy:
-                txn.save_rng(seq)
-            try:
-                token = seq.sampler.sample(logits[i], where=f"engine step {self.num_steps}, request {seq.seq_id}")
-            except NonFiniteLogitsError as e:                             # this request's own data: it alone ends
-                seq.finish_reason, seq.error = "error", str(e)
-            else:
-                seq.token_times_s.append(now)
-                if token in seq.params.stop_token_ids:
-                    seq.finish_reason = "stop"
-                else:
-                    seq.token_ids.append(token)
-                    if len(seq.token_ids) - len(seq.prompt_ids) >= seq.params.max_tokens:
-                        seq.finish_reason = "length"
-                    elif seq.num_tokens > max_seq_len:
-                        seq.finish_reason = "context"
+            self._sample(seq, logits[i], txn, now)
             if seq.finish_reason is not None:
                 seq.finish_s = now
                 self.scheduler.finish(seq)
-                finished.append(self._output(seq))
-        return finished
+            advanced[seq.request_id] = None
+        return [self._output(rid) for rid in advanced]
+
+    def _sample(self, seq: Sequence, row, txn: StepTransaction, now: float) -> None:
+        """Sample seq's next token from its logits row (V,) and apply the stop rules to it."""
+        p = seq.params
+        if not seq.sampler.is_greedy:
+            txn.save_rng(seq)
+        history = seq.sampler.has_penalties or p.min_tokens > 0
+        try:
+            token = seq.sampler.sample(row, where=f"engine step {self.num_steps}, request {seq.request_id}",
+                                       prompt_ids=seq.prompt_ids if history else (),
+                                       output_ids=seq.output_ids if history else ())
+        except NonFiniteLogitsError as e:                                 # this request's own data: it alone ends
+            seq.finish_reason, seq.error = "error", str(e)
+            return
+        seq.token_times_s.append(now)
+        if p.logprobs is not None:
+            lp = log_softmax(np.asarray(row))
+            entry = {t: Logprob(v, r, self._piece(t)) for t, v, r in top_logprobs(lp, token, p.logprobs)}
+            seq.logprobs = seq.logprobs + (entry,)
+            seq.cumulative_logprob = seq.cumulative_logprob + float(lp[token])
+        if token in p.stop_token_ids:
+            seq.finish_reason, seq.stop_token = "stop", token
+            seq.stop_reason = None if token in self.eos_ids else token
+        else:
+            seq.token_ids.append(token)
+            if len(seq.token_ids) - len(seq.prompt_ids) >= p.max_tokens or seq.num_tokens > self.max_seq_len:
+                seq.finish_reason = "length"
+        if self.tokenizer is not None:
+            before = len(seq.text)
+            detokenize(seq, self.tokenizer, self.special_ids, final=seq.finish_reason is not None)
+            if p.stop and seq.stop_token is None and len(seq.output_ids) >= p.min_tokens:
+                find_stop_string(seq, len(seq.text) - before)
+
+    def _piece(self, token: int) -> str | None:
+        if self.tokenizer is None:
+            return None
+        return self.tokenizer.decode([token])
 
     def run_until_done(self) -> list[RequestOutput]:
+        """Step until every request has finished; the final output of each, in finishing order."""
         outputs = []
         while self.has_unfinished():
-            outputs.extend(self.step())
+            outputs.extend(o for o in self.step() if o.finished)
         return outputs
 
-    def _output(self, seq: Sequence) -> RequestOutput:
-        text = None
-        if self.tokenizer is not None:
-            stream = self.tokenizer.stream(prev_token=seq.prompt_ids[-1])
-            text = "".join(stream.feed(t) for t in seq.output_ids) + stream.flush()
-        return RequestOutput(request_id=seq.seq_id, prompt_ids=list(seq.prompt_ids), output_ids=seq.output_ids,
-                             finish_reason=seq.finish_reason, metrics=seq.metrics(), text=text, error=seq.error)
+    def _output(self, request_id: int) -> RequestOutput:
+        text, seqs = self.requests[request_id]
+        outs = [completion_output(s, s.index) for s in seqs]
+        return RequestOutput(request_id=request_id, prompt=text, prompt_token_ids=list(seqs[0].prompt_ids),
+                             outputs=outs, finished=all(s.finish_reason is not None for s in seqs),
+                             metrics=outs[0].metrics)
 
     # ---- reporting ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 For a request with arrival time a, output tokens sampled at times t_1 <= ... <= t_N, finished at f:
 
+    queue = s - a                            queue time, s = when a step first took the request
     TTFT  = t_1 - a                          time to first token (queueing + prefill included)
     E2E   = f - a                            end-to-end latency (f = t_N)
     TPOT  = (t_N - t_1) / (N - 1)            time per output token after the first; only N >= 2
@@ -34,6 +35,12 @@ class RequestMetrics:
     num_output_tokens: int
     num_preemptions: int = 0
     num_cached_tokens: int = 0
+    first_scheduled_s: float | None = None   # when a step first took the request
+
+    @property
+    def queue_s(self) -> float | None:
+        """Time waiting before a step first took it (vLLM's queued time)."""
+        return None if self.first_scheduled_s is None else self.first_scheduled_s - self.arrival_s
 
     @property
     def ttft_s(self) -> float:

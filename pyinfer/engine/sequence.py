@@ -2,7 +2,6 @@
 its timestamps; and the request checks done at the door (``check_request``)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -11,6 +10,7 @@ import numpy as np
 from ..config import SamplingParams
 from ..sampling import Sampler
 from .metrics import RequestMetrics
+from .outputs import CompletionOutput, Logprob, RequestOutput  # noqa: F401 - re-exported
 
 
 class SequenceStatus(Enum):
@@ -41,10 +41,29 @@ class Sequence:
     num_cached_tokens: int = 0      # prompt tokens found in the prefix cache at first admission
     num_prefill_chunks: int = 0     # forward passes that computed part of the prompt (or a recompute)
     error: str | None = None        # why it finished with finish_reason "error"
+    # the request it belongs to (n samples share one) and its sample index
+    request_id: int = -1
+    index: int = 0
+    # what a step changes below is rebound, never mutated in place, so a failed step's rollback
+    # (transaction.py restores __dict__) restores it
+    stop_token: int | None = None   # the stop token that ended it (not in token_ids: never in the cache)
+    stop_reason: int | str | None = None
+    text: str = ""                  # decoded output text so far (cut at a stop string)
+    prefix_offset: int = 0          # incremental detokenization window (outputs.detokenize)
+    read_offset: int = 0
+    emitted_chars: int = 0          # text and tokens already handed out in a RequestOutput
+    emitted_tokens: int = 0
+    cumulative_logprob: float = 0.0
+    logprobs: tuple = ()            # one {token: Logprob} per output token, when params.logprobs is set
+    first_scheduled_s: float | None = None   # when a step first took it (queue time ends)
 
     def __post_init__(self):
         if not self.token_ids:
             self.token_ids = list(self.prompt_ids)
+        if self.request_id < 0:
+            self.request_id = self.seq_id
+        self.read_offset = len(self.prompt_ids)
+        self.prefix_offset = max(len(self.prompt_ids) - 5, 0)
 
     @property
     def num_tokens(self) -> int:
@@ -66,20 +85,7 @@ class Sequence:
         return RequestMetrics(arrival_s=self.arrival_s, token_times_s=tuple(self.token_times_s),
                               finish_s=self.finish_s, prompt_len=len(self.prompt_ids),
                               num_output_tokens=len(self.token_times_s), num_preemptions=self.num_preemptions,
-                              num_cached_tokens=self.num_cached_tokens)
-
-
-@dataclass(frozen=True)
-class RequestOutput:
-    """A finished request. ``output_ids`` excludes a final stop token (it is in ``finish_reason``)."""
-    request_id: int
-    prompt_ids: list[int]
-    output_ids: list[int]
-    finish_reason: str          # "stop" (a stop token), "length" (max_tokens), "context" (model context full),
-                                # "error" (its logits were not finite: ``error`` says where)
-    metrics: RequestMetrics
-    text: str | None = None
-    error: str | None = None
+                              num_cached_tokens=self.num_cached_tokens, first_scheduled_s=self.first_scheduled_s)
 
 
 def max_cache_tokens(prompt_len: int, max_tokens: int, max_seq_len: int) -> int:
@@ -92,20 +98,18 @@ def check_params(params: SamplingParams, vocab_size: int) -> None:
     dataclass can still be mutated through object.__setattr__ or a look-alike passed in."""
     if not isinstance(params, SamplingParams):
         raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
-    t, p, k, n = params.temperature, params.top_p, params.top_k, params.max_tokens
-    if not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
-        raise ValueError(f"temperature={t!r} must be a finite number >= 0 (0 is greedy)")
-    if not (isinstance(p, (int, float)) and 0 < p <= 1):
-        raise ValueError(f"top_p={p!r} must be in (0, 1]")
-    if not (isinstance(k, (int, np.integer)) and k >= 0):
-        raise ValueError(f"top_k={k!r} must be an int >= 0 (0 disables it)")
-    if not (isinstance(n, (int, np.integer)) and n >= 1):
-        raise ValueError(f"max_tokens={n!r} must be an int >= 1")
-    if params.seed is not None and not isinstance(params.seed, (int, np.integer)):
-        raise ValueError(f"seed={params.seed!r} must be an int or None")
+    try:
+        SamplingParams(**{f: getattr(params, f) for f in SamplingParams.__dataclass_fields__})
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e)) from None
     bad = [s for s in params.stop_token_ids if not (isinstance(s, (int, np.integer)) and 0 <= s < vocab_size)]
     if bad:
         raise ValueError(f"stop_token_ids {bad} are not token ids of a vocab of {vocab_size}")
+    if params.logprobs is not None and params.logprobs > vocab_size:
+        raise ValueError(f"logprobs={params.logprobs} is more than the vocab's {vocab_size} tokens")
+    if params.prompt_logprobs is not None:
+        raise ValueError("prompt_logprobs is not supported: the engine computes the logits of each "
+                         "sequence's last position only")
 
 
 def check_prompt_ids(prompt_ids, vocab_size: int, max_seq_len: int) -> list[int]:

@@ -159,8 +159,14 @@ class SpeculativeDecoder:
         params = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         seqs = []
         for i, (prompt, sp) in enumerate(zip(prompts, params)):
-            sp = with_stop_ids(sp, None)          # unset: llama2.c's 1/2 (this decoder has no tokenizer)
+            sp = with_stop_ids(sp, None)                 # llama2.c's EOS ids (no tokenizer here)
             check_params(sp, c.vocab_size)
+            unmodelled = [name for name, off in (("n", 1), ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
+                                                 ("repetition_penalty", 1.0), ("min_p", 0.0), ("min_tokens", 0),
+                                                 ("stop", ()), ("logprobs", None)) if getattr(sp, name) != off]
+            if unmodelled:
+                raise ValueError(f"speculative decoding does not model SamplingParams {', '.join(unmodelled)}: "
+                                 "its acceptance rule covers temperature, top_k and top_p only")
             ids = check_prompt_ids(prompt, c.vocab_size, min(c.max_seq_len, self.draft.config.max_seq_len))
             seqs.append(_SpecSeq(i, ids, len(ids), sp, np.random.default_rng(sp.seed)))
         num_blocks = sum(-(-min(len(s.tokens) + s.params.max_tokens + k, c.max_seq_len) // self.block_size) + 1

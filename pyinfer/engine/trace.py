@@ -103,7 +103,7 @@ def replay(engine: Engine, trace: list[TraceRequest], params: SamplingParams,
     A request's arrival time is the trace's, not when the loop got round to adding it, so time
     spent waiting for a step to end counts in its TTFT. Request i gets seed params.seed + i."""
     clock = engine.clock
-    base = replace(params, stop_token_ids=())
+    base = replace(params, stop_token_ids=(), ignore_eos=True)
     start = clock()
     outputs: dict[int, RequestOutput] = {}
     ids: list[int] = []
@@ -117,7 +117,7 @@ def replay(engine: Engine, trace: list[TraceRequest], params: SamplingParams,
                                           arrival_s=start + r.arrival_s))
             i += 1
         if engine.has_unfinished():
-            finished = engine.step()
+            finished = [o for o in engine.step() if o.finished]
             for out in finished:
                 outputs[out.request_id] = out
             if on_progress and finished:

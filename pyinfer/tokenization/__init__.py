@@ -99,11 +99,13 @@ def resolve_tokenizer(tokenizer: str | os.PathLike | None, model_path: str | os.
 
 
 def with_stop_ids(params, tokenizer):
-    """SamplingParams with stop_token_ids filled in from the tokenizer (its model's EOS ids) when
-    unset (None); llama2.c's BOS/EOS (1, 2) when there is no tokenizer."""
-    if getattr(params, "stop_token_ids", ()) is not None:     # set, or not SamplingParams (checked later)
+    """SamplingParams resolved for a run: the tokenizer's EOS ids (its model's; llama2.c's BOS/EOS 1, 2
+    without a tokenizer) joined to the extra ``stop_token_ids``, unless ``ignore_eos``. The result has
+    ignore_eos=True, which marks it resolved: resolving it again adds nothing."""
+    if not hasattr(params, "ignore_eos") or params.ignore_eos:     # resolved, or not SamplingParams (checked later)
         return params
-    return replace(params, stop_token_ids=stop_ids_of(tokenizer))
+    ids = tuple(dict.fromkeys(stop_ids_of(tokenizer) + tuple(params.stop_token_ids)))
+    return replace(params, stop_token_ids=ids, ignore_eos=True)
 
 
 def stop_ids_of(tokenizer) -> tuple[int, ...]:
