@@ -190,13 +190,16 @@ def test_engine_and_llm_refuse_a_tokenizer_of_another_vocab(stories260k):
     TypeError before); the right one works."""
     from pyinfer.engine import LLM
     from pyinfer.tokenizer import ByteTokenizer, Llama2cTokenizer
-    model = Model(random_weights(CFG.with_(vocab_size=600), seed=0))
+    # A tokenizer fits when every id it can produce is below the model's vocab (real checkpoints pad
+    # the embedding, issue #11): a larger tokenizer is refused, a smaller one is not.
+    model = Model(random_weights(CFG.with_(vocab_size=400), seed=0))
     with pytest.raises(ValueError, match="vocab"):
         Engine(model, ByteTokenizer(512))
     with pytest.raises(ValueError, match="vocab"):
         LLM(model, tokenizer=ByteTokenizer(512))
     with pytest.raises(ValueError, match="vocab"):
-        LLM(stories260k["model"], tokenizer=ByteTokenizer(300))
+        LLM(stories260k["model"], tokenizer=ByteTokenizer(600))
+    Engine(Model(random_weights(CFG.with_(vocab_size=600), seed=0)), ByteTokenizer(512))
     llm = LLM(stories260k["model"], tokenizer=Llama2cTokenizer.from_file(stories260k["tokenizer"]))
     assert llm.generate("Once upon", SamplingParams(max_tokens=3))[0].text
 
