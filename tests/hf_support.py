@@ -6,6 +6,7 @@ hinge on rounding. The builders rescale embeddings, the head, norms and biases s
 stands well clear of the next and each architecture's extra weights (biases, q/k norms) matter."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
@@ -78,12 +79,14 @@ def oracle(directory: str, ids: np.ndarray, new_tokens: int = 0):
     model = T.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     x = torch.from_numpy(np.asarray(ids, np.int64))[None]
     with torch.no_grad():
-        logits = model(x).logits[0].numpy()
-        greedy = []          # argmax of transformers' own forward, step by step (generate() would also
-        for _ in range(new_tokens):     # apply the config's logits processors, e.g. EOS suppression)
-            nxt = int(model(x).logits[0, -1].argmax())
-            greedy.append(nxt)
-            x = torch.cat([x, torch.tensor([[nxt]])], dim=1)
+        # argmax of transformers' own forward, one token at a time on its KV cache (generate() would
+        # also apply the config's logits processors, e.g. EOS suppression)
+        greedy, out = [], model(x, use_cache=True)
+        logits = out.logits[0].numpy()
+        key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # 5.x, 4.x
+        for _ in range(new_tokens):
+            greedy.append(int(out.logits[0, -1].argmax()))
+            out = model(torch.tensor([[greedy[-1]]]), use_cache=True, **{key: getattr(out, key)})
     return logits, greedy
 
 

@@ -23,7 +23,7 @@ LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_fre
           "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 # name -> (architecture, build options); positions reach SEQ, far beyond llama3's 64 and Mistral's window
 VARIANTS = {
-    "llama-t5-headdim": ("llama", dict(head_dim=24)),
+    "llama-t5-headdim": ("llama", dict(head_dim=24, rope_parameters={"rope_type": "default", "rope_theta": 500000.0})),
     "llama3-t4-tied-bf16-sharded": ("llama", dict(layout=4, dtype="bfloat16", shard_bytes=60_000,
                                                   tie_word_embeddings=True, rope_parameters=LLAMA3)),
     "llama-linear-f16": ("llama", dict(dtype="float16", rope_parameters={"rope_type": "linear",
@@ -57,6 +57,7 @@ def test_checkpoints_are_what_they_claim(checkpoints, loaded):
     """The variants exercise what they are named for (so the comparisons below can fail)."""
     c = {name: w.config for name, w in loaded.items()}
     assert c["llama-t5-headdim"].head_dim == 24 and c["llama-t5-headdim"].dim == 64
+    assert c["llama-t5-headdim"].rope_theta == 500000.0          # read from rope_parameters
     assert c["llama3-t4-tied-bf16-sharded"].rope_scaling.rope_type == "llama3"
     assert c["llama3-t4-tied-bf16-sharded"].tied_embeddings
     assert len([f for f in os.listdir(checkpoints["llama3-t4-tied-bf16-sharded"][0]) if f.endswith(".safetensors")]) > 1
@@ -91,14 +92,15 @@ def test_greedy_through_the_engine_matches_transformers(checkpoints, loaded, nam
     assert got == want, f"{name} on {backend}"
 
 
-@pytest.mark.parametrize("name, feature", [("llama3-t4-tied-bf16-sharded", "rope_scaling"),
+@pytest.mark.parametrize("name, feature", [("llama-t5-headdim", "rope_theta"),
+                                           ("llama3-t4-tied-bf16-sharded", "rope_scaling"),
                                            ("llama-linear-f16", "rope_scaling"),
                                            ("mistral-t4-window", "sliding_window")])
 def test_each_feature_matters_at_these_lengths(checkpoints, loaded, name, feature):
     """Dropping the feature (what pyinfer did before) is far outside the tolerance here."""
     _, ids, want, _ = checkpoints[name]
     w = loaded[name]
-    plain = dataclasses.replace(w.config, **{feature: None if feature == "rope_scaling" else 0})
+    plain = dataclasses.replace(w.config, **{feature: {"rope_scaling": None, "rope_theta": 10000.0}.get(feature, 0)})
     got = pyinfer_logits(Model(ModelWeights(plain, w.tok_embeddings, w.layers, w.norm, w.output)), ids)
     assert relative_error(got, want) > 1e-2
 

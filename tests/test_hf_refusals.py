@@ -43,6 +43,8 @@ def test_both_layouts_give_the_same_config():
     plain = config_from_hf(with_(rope_theta=..., rope_scaling=...,
                                  rope_parameters={"rope_theta": 250000.0, "rope_type": "default"}))
     assert plain.rope_scaling is None and plain.rope_theta == 250000.0     # default is plain RoPE
+    smollm = config_from_hf(with_(is_llama_config=True, rope_interleaved=False))   # nanotron's keys
+    assert smollm == config_from_hf(LLAMA)
     old_type_key = config_from_hf(with_(rope_scaling={"type": "linear", "factor": 2.0}))
     assert old_type_key.rope_scaling.rope_type == "linear"
 
@@ -86,6 +88,7 @@ def test_gpt2_config_refused_by_architecture_not_missing_fields():
     ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_type 'longrope'"),
     ({"rope_scaling": {"rope_type": "linear", "factor": 2.0, "beta_fast": 32}}, "beta_fast"),
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
+    ({"rope_interleaved": True}, "rope_interleaved=true"),
     ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
     ({"logit_scale": 0.5}, "logit_scale are not modelled for llama"),
     ({"sliding_window": 64}, "sliding_window are not modelled for llama"),

@@ -30,6 +30,8 @@ HARMLESS = frozenset({
     "tie_encoder_decoder", "pruned_heads", "_attn_implementation_autoset",
     # pretraining_tp > 1 only splits llama's matmuls into slices in transformers 4 (same sums)
     "pretraining_tp",
+    # nanotron exports (SmolLM): transformers never reads it
+    "is_llama_config",
     # generation defaults (sampling settings, not logits)
     "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
     "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
@@ -46,7 +48,7 @@ COMMON_MODELLED = frozenset({
 })
 # Per architecture: the keys it may carry beyond COMMON_MODELLED (each checked in config_from_hf).
 ARCH_KEYS = {
-    "llama": {"attention_bias", "mlp_bias"},
+    "llama": {"attention_bias", "mlp_bias", "rope_interleaved"},
     "mistral": {"sliding_window"},
     "qwen2": {"sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
     "qwen3": {"attention_bias", "sliding_window", "use_sliding_window", "max_window_layers", "layer_types"},
@@ -191,6 +193,9 @@ def config_from_hf(hf, name: str = "custom") -> ModelConfig:
     act = hf.get("hidden_act", "silu")
     if act != "silu":
         raise ValueError(f"config.json hidden_act={act!r} is not supported (only silu)")
+    if _bool(hf, "rope_interleaved"):   # nanotron's flag (SmolLM writes false); transformers ignores it
+        raise ValueError("config.json rope_interleaved=true: transformers would ignore it and run rotate-half "
+                         "RoPE, so which one the weights want is unclear; refusing")
     if _bool(hf, "mlp_bias"):
         raise ValueError("config.json mlp_bias=true is not supported (biases on the MLP projections)")
     if _bool(hf, "attention_bias"):      # llama and qwen3: q, k, v and o_proj all get a bias
