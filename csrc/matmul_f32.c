@@ -236,6 +236,49 @@ TARGET_AVX512 static void pack_b_f32_avx512(float *bp, const weight_src_t *src, 
 }
 #endif
 
+#if PYINFER_X86
+/* pack_b with AVX2: 8 x 8 blocks of W transposed in registers (NR == 16: two blocks side by side); rows
+ * past N read as zero, a k tail past the last whole 8 by the scalar pack. The scalar pack wrote one float
+ * at a time with a 64-byte stride and cost as much as the microkernel at decode-sized T (measured). */
+TARGET_AVX2 static void pack_b_f32_avx2(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K,
+                                        int64_t k0, int64_t kc, int NR) {
+    const float *w = src->w;
+    int64_t k8 = kc & ~(int64_t)7;
+    for (int64_t kk = 0; kk < k8; kk += 8) {
+        for (int h = 0; h < NR / 8; h++) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) {
+                int64_t n = n0 + 8 * h + i;
+                r[i] = n < N ? _mm256_loadu_ps(w + n * K + k0 + kk) : _mm256_setzero_ps();
+            }
+            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *o = bp + kk * NR + 8 * h;               /* column c of the block -> bp row kk + c */
+            _mm256_storeu_ps(o + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(o + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(o + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(o + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(o + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(o + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(o + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(o + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    if (k8 < kc) {                                        /* the k tail: scalar */
+        for (int c = 0; c < NR; c++) {
+            int64_t n = n0 + c;
+            for (int64_t k = k8; k < kc; k++) bp[k * NR + c] = n < N ? w[n * K + k0 + k] : 0.0f;
+        }
+    }
+}
+#endif
+
 /* int8 weights times per-channel scales (W8A16) */
 static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
@@ -292,7 +335,7 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
                 if (!bp) continue;
                 src->pack(bp, src, N, p * NR, K, k0, kc, NR);
                 /* float32 weights: the next panel's rows of this K block, fetched while this one computes */
-                int f32w = src->pack != pack_b_w8 && src->pack != pack_b_w4;
+                int f32w = src->pack != pack_b_w8 && src->pack != pack_b_w4;   /* every f32 pack */
                 int64_t lines = cdiv(kc, 16), next = f32w && p + 1 < N / NR ? (p + 1) * NR : -1;
                 for (int64_t tb = 0; tb < t_blocks; tb++) {
                     for (int64_t i = tb * NR * lines / t_blocks; next >= 0 && i < (tb + 1) * NR * lines / t_blocks; i++)
@@ -336,6 +379,7 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
         weight_src_t src = {pack_b_f32, w, NULL, NULL, 0};
 #if PYINFER_X86
         if (isa >= ISA_AVX512) src.pack = pack_b_f32_avx512;      /* NR = 32 there */
+        else if (isa >= ISA_AVX2) src.pack = pack_b_f32_avx2;     /* NR = 16 */
 #endif
         gemm(out, x, &src, T, N, K, isa);
         return;
