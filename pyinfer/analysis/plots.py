@@ -228,6 +228,7 @@ def study_roofline_figure(data: dict):
     ax.set_yscale("log")
     plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
     for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(plain)
         axis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("arithmetic intensity of the step (FLOP / byte)")
@@ -250,6 +251,7 @@ def study_roofline_figure(data: dict):
     bx.set_xscale("log", base=2)
     bx.set_yscale("log")
     bx.xaxis.set_major_formatter(plain)
+    bx.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     bx.yaxis.set_major_formatter(plain)
     bx.yaxis.set_minor_formatter(ticker.NullFormatter())
     bx.set_xlabel("batch (sequences decoding one token each)")

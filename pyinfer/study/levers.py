@@ -44,9 +44,9 @@ def add_lever_args(p) -> None:
     p.add_argument("--shared-fraction", type=float, default=0.5, help="share of requests with it (0.5)")
     p.add_argument("--max-num-seqs", type=int, default=16, help="batch cap of the batching levers (16)")
     p.add_argument("--chunk", type=int, default=32, help="max_num_batched_tokens of the chunked-prefill lever (32)")
-    p.add_argument("--spec-k", type=int, default=4, help="draft tokens per speculative round (4)")
+    p.add_argument("--spec-k", type=int, default=2, help="draft tokens per speculative round (2)")
     p.add_argument("--draft-layers", type=int, default=0, help="draft = the model's first N layers, int4 "
-                                                               "(default: half of them, at least 1)")
+                                                               "(default: all but the last, at least 1)")
     p.add_argument("--seed", type=int, default=0, help="trace seed (arrivals, lengths, tokens)")
     p.add_argument("--usd-per-hour", type=float, default=None, help="price of this machine (default: the "
                                                                      "catalog's this-cpu price, if any)")
@@ -161,7 +161,7 @@ def run_levers(gen, args, log=print) -> dict:
     models = {"float32": base}
     for fmt in ("int8-g32", "int4-g32-a8"):
         models[fmt] = Model(quantize_weights(base.host_weights, fmt), Ops(backend))
-    n_draft = args.draft_layers or max(1, c.n_layers // 2)
+    n_draft = args.draft_layers or max(1, c.n_layers - 1)
     if not 1 <= n_draft <= c.n_layers:
         raise ValueError(f"--draft-layers must be in [1, {c.n_layers}], got {n_draft}")
     draft = truncated_draft(models["int4-g32-a8"], n_draft)

@@ -49,8 +49,7 @@ def build_json(sweep: SweepResult, model_name: str, source: str, backend: str, t
         "context": context, "stopped": sweep.stopped, "busy_warning": busy_warning,
         "op_class_timing": "measured: every op timed through a wrapper on the op-by-op path; the decode "
                            "step_s is the production step (the C fused decode step where the backend has it)",
-        "calibration": {"how": "memory efficiency = nominal memory time / measured batch-1 decode step; compute "
-                               "at this-cpu's measured peak (efficiency 1)",
+        "calibration": {"how": sweep.calibration_how,
                         "largest_decode_compute_fraction": sweep.decode[-1].compute_fraction,
                         "longest_prefill_compute_fraction": sweep.prefill[-1].compute_fraction if sweep.prefill else None,
                         "efficiency": efficiency_json(config_eff)},
@@ -93,8 +92,8 @@ def format_table(data: dict) -> str:
                  f"{_g(x['measured_over_predicted'], '.2f')}")
     mem = data["memory_level"]
     cal = data["calibration"]
-    lines.append(f"calibrated: memory efficiency {cal['efficiency']['memory']:.2f} (batch-1 decode), compute at the "
-                 f"measured peak; measured share of the peak: largest decode batch "
+    lines.append(f"calibrated: memory efficiency {cal['efficiency']['memory']:.2f}, compute efficiency "
+                 f"{cal['efficiency']['compute']:.2f} ({cal['how']}); measured share of the peak: largest decode batch "
                  f"{100 * cal['largest_decode_compute_fraction']:.0f}%, longest prefill "
                  f"{_g(None if cal['longest_prefill_compute_fraction'] is None else 100 * cal['longest_prefill_compute_fraction'], '.0f')}%")
     lines.append(f"weights {mem['weight_bytes'] / 1e6:.0f} MB vs last-level cache "

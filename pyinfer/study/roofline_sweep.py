@@ -11,9 +11,10 @@ GB/s are those counts over measured time.
 The crossing: the smallest batch whose step time is at least twice the batch-1 step time, measured
 (the first measured batch past it, and a log-interpolation between the two measured batches around it)
 and predicted by the calibrated roofline for the same format and working set (bisection over integer
-batches). Calibration of this run: memory efficiency from the batch-1 decode step (its nominal memory
-time over its measured time); compute at this-cpu's measured peak (the fastest kernel's, measured here). Neither comes
-from the region of the crossing; each step's measured share of the peak is reported beside it.
+batches). Calibration of this run: compute efficiency from the best compute-bound prefill (its nominal
+compute time over its measured time; else the measured peak), then the memory efficiency that makes the
+calibrated batch-1 decode step equal the measured one: both measured in this run, under the same load,
+neither from the batches around the crossing.
 """
 from __future__ import annotations
 
@@ -159,6 +160,7 @@ class SweepResult:
     decode: list[Point] = field(default_factory=list)
     prefill: list[Point] = field(default_factory=list)
     efficiency: Efficiency | None = None
+    calibration_how: str = ""
     stopped: str = ""
 
 
@@ -190,14 +192,31 @@ def crossing_predicted(config, weights: str, context: int, device: Device, eff: 
     return hi
 
 
-def calibrate_from(sweep: SweepResult, config, device: Device, context: int) -> Efficiency:
-    """Memory efficiency from the batch-1 decode step (nominal memory time over measured time); compute
-    at this-cpu's measured peak (e_c = 1: the peak was measured here with the fastest kernel). Neither
-    comes from the batches around the crossing; what the batched kernels reach of the peak is reported
-    beside it (compute_fraction), measured."""
-    d1 = sweep.decode[0]
-    r1 = predict(uniform_step_cost(config, 1, 1, context, weights=sweep.weights, phase="decode"), device)
-    return Efficiency(memory=sum(p.memory_s for p in r1.ops) / d1.step_s, compute=1.0)
+def calibrate_from(sweep: SweepResult, config, device: Device, context: int) -> tuple[Efficiency, str]:
+    """Compute efficiency: the best share of the peak a compute-bound prefill reached (nominal compute
+    time over measured time; 1, the measured peak, when no prefill was compute-bound). Memory efficiency:
+    the one that makes the calibrated batch-1 decode step equal its measured time (bisection; the step is
+    a sum of max(memory, compute) per op, monotone in it). Both from this run, under the same load, and
+    neither from the batches around the crossing."""
+    e_c, how = 1.0, "compute at this-cpu's measured peak (no compute-bound prefill measured)"
+    for p in sweep.prefill:
+        rp = predict(uniform_step_cost(config, 1, p.tokens, 0, weights=sweep.weights, phase="prefill"), device)
+        comp, mem = sum(o.compute_s for o in rp.ops), sum(o.memory_s for o in rp.ops)
+        if comp > mem and (how.startswith("compute at") or comp / p.step_s > e_c):
+            e_c, how = comp / p.step_s, f"compute efficiency from the {p.tokens}-token prefill (the best compute-bound one)"
+    step1 = uniform_step_cost(config, 1, 1, context, weights=sweep.weights, phase="decode")
+    target = sweep.decode[0].step_s
+    lo, hi = 1e-4, 1e4                                   # e_m bounds; the predicted time falls as e_m grows
+    if predict(step1, device, Efficiency(memory=hi, compute=e_c)).time_s >= target:
+        return Efficiency(memory=hi, compute=e_c), (f"{how}; the batch-1 step is no slower than its compute "
+                                                    "alone at that efficiency: memory never limits (e_m 1e4)")
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        if predict(step1, device, Efficiency(memory=mid, compute=e_c)).time_s > target:
+            lo = mid
+        else:
+            hi = mid
+    return Efficiency(memory=hi, compute=e_c), f"{how}; memory efficiency fitting the batch-1 decode step"
 
 
 def compute_fraction(p: Point, config, device: Device, weights: str) -> float:
@@ -253,7 +272,7 @@ def run_sweep(model: Model, weights: str, device: Device, *, context: int = 16, 
         _, flops, nbytes = _class_costs(c, weights, 1, n, 0)
         res.prefill.append(Point("prefill", 1, n, 0, t, t, cls, flops, nbytes))
         log(f"  prefill {n:>5} tokens: {1e3 * t:9.2f} ms")
-    res.efficiency = calibrate_from(res, c, device, context + 1 + steps)
+    res.efficiency, res.calibration_how = calibrate_from(res, c, device, context + 1 + steps)
     for p in res.decode + res.prefill:
         q = 1 if p.phase == "decode" else p.tokens
         cached = p.context
