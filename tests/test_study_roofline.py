@@ -99,6 +99,12 @@ def test_cli_quick_json(tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["study"] == "roofline" and data["weights"] == "float32" and png.stat().st_size > 0
     assert [p["batch"] for p in data["decode"]] == [1, 2]
+    saved = tmp_path / "r.json"
+    saved.write_text(json.dumps(data))
+    assert main(["study", "roofline", "--from-json", str(saved), "--no-plot", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [p["step_s"] for p in again["decode"]] == [p["step_s"] for p in data["decode"]]   # measured: kept
+    assert again["crossing"] == data["crossing"]                   # same points, same device: same answer
 
 
 def test_cli_refuses_bad_values(capsys):

@@ -40,6 +40,8 @@ def register(sub) -> None:
     r.add_argument("--plot", default=None, help="PNG path (default study-roofline-<model>-<weights>-<date>.png)")
     r.add_argument("--no-plot", action="store_true")
     r.add_argument("--quick", action="store_true", help="batches to 16, prefill to 64 tokens, 2 steps")
+    r.add_argument("--from-json", metavar="PATH", help="predict, tabulate and plot again the measured points of "
+                                                        "a saved --json (no timing; this machine's ceilings)")
     r.set_defaults(handler=_roofline)
     lv = ss.add_parser("levers", help="one seeded request trace through the engine, each lever on in turn: "
                                       "tok/s, TTFT, TPOT, $ and J per token, quality, prediction")
@@ -68,6 +70,8 @@ def _roofline(args) -> int:
     from ..study.roofline_sweep import run_sweep
     from ..threads import CoreMonitor
 
+    if args.from_json:
+        return _roofline_again(args)
     if args.model is None and args.preset is None:
         args.preset = "toy"
     if args.quick:
@@ -106,6 +110,32 @@ def default_levers_model() -> str:
         if (d / "stories260K.bin").exists():
             return str(d / "stories260K.bin")
     return "stories260K"
+
+
+def _roofline_again(args) -> int:
+    import json
+    from ..analysis.hardware import this_cpu
+    from ..analysis.plots import study_roofline_plot
+    from ..study.roofline_report import build_json, format_table
+    from ..study.roofline_sweep import points_from_json, predict_points
+    try:
+        old = json.loads(Path(args.from_json).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--from-json {args.from_json}: {e}") from None
+    with quiet_stdout_if_json(args):
+        sweep = predict_points(points_from_json(old), this_cpu(threads=old.get("threads") or None))
+        device = this_cpu(threads=old.get("threads") or None)
+        data = build_json(sweep, old["model"], old["source"], old["backend"], old["threads"], device,
+                          old["context"], old["memory_level"]["weight_bytes"], old.get("busy_warning"))
+        data["date"] = old["date"]
+        print(format_table(data))
+        if not args.no_plot:
+            path = args.plot or f"study-roofline-{old['model']}-{old['weights']}-{old['date']}.png"
+            study_roofline_plot(data, path)
+            data["plot"] = str(path)
+            print(f"plot: {path}")
+    emit_json(args, data)
+    return 0
 
 
 def _levers(args) -> int:

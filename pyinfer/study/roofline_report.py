@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import asdict
 
 from ..analysis.calibrate import efficiency_json
 from ..analysis.hardware import Device
@@ -46,7 +47,7 @@ def build_json(sweep: SweepResult, model_name: str, source: str, backend: str, t
         "device": {"name": device.name, "read_gb_per_s": device.memory_bw / 1e9,
                    "peak_gflop_per_s": {k: v / 1e9 for k, v in device.peak_flops.items()},
                    "llc_bytes": device.sram_bytes, "bw_curve": [list(p) for p in device.bw_curve]},
-        "context": context, "stopped": sweep.stopped, "busy_warning": busy_warning,
+        "config": asdict(sweep.config), "context": context, "stopped": sweep.stopped, "busy_warning": busy_warning,
         "op_class_timing": "measured: every op timed through a wrapper on the op-by-op path; the decode "
                            "step_s is the production step (the C fused decode step where the backend has it)",
         "calibration": {"how": sweep.calibration_how,

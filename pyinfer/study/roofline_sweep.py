@@ -234,6 +234,30 @@ def batches_to_try(max_batch: int, hard_limit: int) -> list[int]:
     return out
 
 
+def points_from_json(data: dict) -> SweepResult:
+    """The measured points of a saved `study roofline` JSON, to predict and report again (no timing)."""
+    from ..config import ModelConfig
+    keys = [f.name for f in Point.__dataclass_fields__.values()]
+    try:
+        config = ModelConfig(**data["config"])
+        pts = {ph: [Point(**{k: p[k] for k in keys if k in p}) for p in data[ph]] for ph in ("decode", "prefill")}
+        return SweepResult(data["weights"], config, pts["decode"], pts["prefill"], stopped=data.get("stopped", ""))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"not a study roofline JSON: {e}") from None
+
+
+def predict_points(res: SweepResult, device: Device) -> SweepResult:
+    """Calibrate on the measured points, then the nominal and calibrated prediction of each."""
+    c, weights = res.config, res.weights
+    res.efficiency, res.calibration_how = calibrate_from(res, c, device, res.decode[0].context)
+    for p in res.decode + res.prefill:
+        q = 1 if p.phase == "decode" else p.tokens
+        p.nominal_s = predicted_s(c, weights, p.batch, q, p.context, device)
+        p.calibrated_s = predicted_s(c, weights, p.batch, q, p.context, device, res.efficiency)
+        p.compute_fraction = compute_fraction(p, c, device, weights)
+    return res
+
+
 def run_sweep(model: Model, weights: str, device: Device, *, context: int = 16, steps: int = 3,
               max_batch: int = 256, hard_limit: int = 1024, prefill_max: int | None = None,
               prefill_repeats: int = 2, seed: int = 0, log=print) -> SweepResult:
@@ -272,11 +296,5 @@ def run_sweep(model: Model, weights: str, device: Device, *, context: int = 16, 
         _, flops, nbytes = _class_costs(c, weights, 1, n, 0)
         res.prefill.append(Point("prefill", 1, n, 0, t, t, cls, flops, nbytes))
         log(f"  prefill {n:>5} tokens: {1e3 * t:9.2f} ms")
-    res.efficiency, res.calibration_how = calibrate_from(res, c, device, context + 1 + steps)
-    for p in res.decode + res.prefill:
-        q = 1 if p.phase == "decode" else p.tokens
-        cached = p.context
-        p.nominal_s = predicted_s(c, weights, p.batch, q, cached, device)
-        p.calibrated_s = predicted_s(c, weights, p.batch, q, cached, device, res.efficiency)
-        p.compute_fraction = compute_fraction(p, c, device, weights)
+    predict_points(res, device)
     return res
