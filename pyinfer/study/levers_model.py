@@ -11,28 +11,39 @@ with speculative decoding dividing the decode term by the #14 model's speedup
 E(a, k) t_target / (k t_draft + t_verify) (pyinfer.analysis.speculative) at the measured acceptance a.
 Chunked prefill moves latency between requests, not work: predicted equal to the row it stacks on.
 On this machine each step also pays a fixed overhead (Python, the engine, the sampler) fitted once, on
-the first lever's measured TPOT p50 minus its nominal step: "calibrated". On --hw: the nominal roofline.
+the first lever's measured TPOT p50 minus its nominal step: "calibrated"; it has no per-sequence term, so
+where per-sequence Python dominates a step (a tiny model) it overstates what batching buys. On --hw: the
+expected figure (pyinfer.analysis.expected: kernel efficiencies and a launch time per kernel, CUDA graphs),
+the roofline where the catalog has no kernel figures; the engine's own overhead is not in it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..analysis.estimate import uniform_step_cost
+from ..analysis.expected import expected_step
 from ..analysis.roofline import predict
 from ..analysis.speculative import speculative_speedup
 from ..config import SamplingParams
 from ..generate import generate
 
 
-def step_s(config, device, weights: str, batch: int, q_len: int, cached: int) -> float:
+def step_s(config, device, weights: str, batch: int, q_len: int, cached: int, expected: bool = False) -> float:
+    """The roofline time of one step; ``expected``: the expected figure instead (pyinfer.analysis.expected:
+    the fractions real kernels reach and a launch time per kernel, CUDA graphs on) where the device has
+    kernel figures, else the roofline."""
     q_len = max(1, min(q_len, config.max_seq_len - cached))
     cached = max(0, min(cached, config.max_seq_len - q_len))
     step = uniform_step_cost(config, batch, q_len, cached, weights=weights,
                              phase="decode" if q_len == 1 else "prefill")
+    if expected:
+        x = expected_step(step, device, weights, cuda_graphs=True)
+        if x is not None:
+            return x.time_s
     return predict(step, device).time_s
 
 
-def _trace_time(config, device, row: dict, res: dict, args, overhead_s: float) -> float:
+def _trace_time(config, device, row: dict, res: dict, args, overhead_s: float, expected: bool = False) -> float:
     trace = res["trace"]
     n = len(trace)
     serial = row["engine_config"]["max_num_seqs"] == 1 and not row["speculative"]
@@ -42,8 +53,8 @@ def _trace_time(config, device, row: dict, res: dict, args, overhead_s: float) -
     out = sum(r.max_tokens for r in trace)
     ctx = int(prompt + np.mean([r.max_tokens for r in trace]) / 2)
     w = row["weights"]
-    t_pre = step_s(config, device, w, conc, int(round(prompt - saved)), 0) + overhead_s
-    t_dec = step_s(config, device, w, conc, 1, ctx) + overhead_s
+    t_pre = step_s(config, device, w, conc, int(round(prompt - saved)), 0, expected) + overhead_s
+    t_dec = step_s(config, device, w, conc, 1, ctx, expected) + overhead_s
     decode = out / conc * t_dec
     spec = row.get("spec")
     if spec:
@@ -51,8 +62,8 @@ def _trace_time(config, device, row: dict, res: dict, args, overhead_s: float) -
         a = 0.0 if not isinstance(a, float) or a != a else a
         k = spec["k"]
         draft = config.with_(n_layers=res["draft_layers"])
-        t_draft = step_s(draft, device, w, conc, 1, ctx) + overhead_s
-        t_verify = step_s(config, device, w, conc, k + 1, ctx) + overhead_s
+        t_draft = step_s(draft, device, w, conc, 1, ctx, expected) + overhead_s
+        t_verify = step_s(config, device, w, conc, k + 1, ctx, expected) + overhead_s
         decode /= speculative_speedup(a, k, t_dec, t_draft, t_verify)
     return n / conc * t_pre + decode
 
@@ -74,7 +85,7 @@ def lever_predictions(config, res: dict, args, here, hw) -> list[dict]:
         else:
             p = {"predicted_tokens_per_s": tokens / _trace_time(config, here, row, res, args, overhead),
                  "predicted_nominal_tokens_per_s": tokens / _trace_time(config, here, row, res, args, 0.0),
-                 "predicted_hw_tokens_per_s": tokens / _trace_time(config, hw, row, res, args, 0.0)}
+                 "predicted_hw_tokens_per_s": tokens / _trace_time(config, hw, row, res, args, 0.0, True)}
             p["predicted_hw_usd_per_m_output_tokens"] = None if hw.price_per_hour is None else \
                 hw.price_per_hour / 3600 / p["predicted_hw_tokens_per_s"] * 1e6
         p["prediction_overhead_s_per_step"] = overhead

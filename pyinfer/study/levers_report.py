@@ -33,7 +33,7 @@ def format_table(data: dict) -> str:
             f"{_c(r['joules_per_output_token'], '.3g'):>8}{_c(r['mean_kl_vs_f32'], '.4f'):>9}"
             f"{_c(r['top1_agreement_vs_f32'], '.3f'):>7}{_c(acc, '.3f') if r.get('spec') else '':>8}")
     lines.append("pred: this machine's roofline + one per-step overhead fitted on the first row's TPOT; H100 pred: "
-                 f"nominal roofline on {data['hw']} (speculative at the measured acceptance); KL / top-1: "
+                 f"expected kernels on {data['hw']} (CUDA graphs; speculative at the measured acceptance); KL / top-1: "
                  "teacher-forced against float32 (rows after int4 keep int4's: batching, prefix caching, greedy "
                  "speculative decoding and chunking do not change the math)")
     if data["random_weights"]:
