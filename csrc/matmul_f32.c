@@ -91,7 +91,36 @@ TARGET_AVX2 static void gemv_avx2(float *out, const float *x, const float *w, in
     int64_t n = n_lo;
     for (; n + 4 <= n_hi; n += 4) {
         const float *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-        for (int64_t t = 0; t < T; t++) {
+        int64_t t = 0;
+        /* two tokens per pass: eight independent FMA chains instead of four (four wait on the FMA latency,
+         * ~40% of the FMA rate on Zen 2), each token's sums in the same order as alone (bit-identical) */
+        for (; t + 2 <= T; t += 2) {
+            const float *xt = x + t * K, *xu = xt + K;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int64_t k = 0; k < K8; k += 8) {
+                __m256 xa = _mm256_loadu_ps(xt + k), xb = _mm256_loadu_ps(xu + k);
+                __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k);
+                __m256 v2 = _mm256_loadu_ps(w2 + k), v3 = _mm256_loadu_ps(w3 + k);
+                a0 = _mm256_fmadd_ps(v0, xa, a0);
+                a1 = _mm256_fmadd_ps(v1, xa, a1);
+                a2 = _mm256_fmadd_ps(v2, xa, a2);
+                a3 = _mm256_fmadd_ps(v3, xa, a3);
+                b0 = _mm256_fmadd_ps(v0, xb, b0);
+                b1 = _mm256_fmadd_ps(v1, xb, b1);
+                b2 = _mm256_fmadd_ps(v2, xb, b2);
+                b3 = _mm256_fmadd_ps(v3, xb, b3);
+            }
+            float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
+            float u0 = hsum256(b0), u1 = hsum256(b1), u2 = hsum256(b2), u3 = hsum256(b3);
+            for (int64_t k = K8; k < K; k++) {
+                s0 += w0[k] * xt[k]; s1 += w1[k] * xt[k]; s2 += w2[k] * xt[k]; s3 += w3[k] * xt[k];
+                u0 += w0[k] * xu[k]; u1 += w1[k] * xu[k]; u2 += w2[k] * xu[k]; u3 += w3[k] * xu[k];
+            }
+            float *o = out + t * N + n, *p = o + N;
+            o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
+            p[0] = u0; p[1] = u1; p[2] = u2; p[3] = u3;
+        }
+        for (; t < T; t++) {
             const float *xt = x + t * K;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t k = 0; k < K8; k += 8) {
