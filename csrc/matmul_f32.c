@@ -85,6 +85,13 @@ TARGET_AVX2 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* s + sum of w[k] x[k] over [k0, K): one out-of-line copy, so the paired and single-token passes of
+ * gemv_avx2 round a K tail identically (inlined, the compiler contracted them differently) */
+__attribute__((noinline)) static float dot_tail(float s, const float *w, const float *x, int64_t k0, int64_t K) {
+    for (int64_t k = k0; k < K; k++) s += w[k] * x[k];
+    return s;
+}
+
 TARGET_AVX2 static void gemv_avx2(float *out, const float *x, const float *w, int64_t T, int64_t n_lo,
                                   int64_t n_hi, int64_t N, int64_t K) {
     int64_t K8 = K & ~(int64_t)7;
@@ -112,9 +119,11 @@ TARGET_AVX2 static void gemv_avx2(float *out, const float *x, const float *w, in
             }
             float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
             float u0 = hsum256(b0), u1 = hsum256(b1), u2 = hsum256(b2), u3 = hsum256(b3);
-            for (int64_t k = K8; k < K; k++) {
-                s0 += w0[k] * xt[k]; s1 += w1[k] * xt[k]; s2 += w2[k] * xt[k]; s3 += w3[k] * xt[k];
-                u0 += w0[k] * xu[k]; u1 += w1[k] * xu[k]; u2 += w2[k] * xu[k]; u3 += w3[k] * xu[k];
+            if (K8 < K) {
+                s0 = dot_tail(s0, w0, xt, K8, K); s1 = dot_tail(s1, w1, xt, K8, K);
+                s2 = dot_tail(s2, w2, xt, K8, K); s3 = dot_tail(s3, w3, xt, K8, K);
+                u0 = dot_tail(u0, w0, xu, K8, K); u1 = dot_tail(u1, w1, xu, K8, K);
+                u2 = dot_tail(u2, w2, xu, K8, K); u3 = dot_tail(u3, w3, xu, K8, K);
             }
             float *o = out + t * N + n, *p = o + N;
             o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
@@ -131,8 +140,9 @@ TARGET_AVX2 static void gemv_avx2(float *out, const float *x, const float *w, in
                 a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xa, a3);
             }
             float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-            for (int64_t k = K8; k < K; k++) {
-                s0 += w0[k] * xt[k]; s1 += w1[k] * xt[k]; s2 += w2[k] * xt[k]; s3 += w3[k] * xt[k];
+            if (K8 < K) {
+                s0 = dot_tail(s0, w0, xt, K8, K); s1 = dot_tail(s1, w1, xt, K8, K);
+                s2 = dot_tail(s2, w2, xt, K8, K); s3 = dot_tail(s3, w3, xt, K8, K);
             }
             float *o = out + t * N + n;
             o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
