@@ -287,7 +287,7 @@ def levers_waterfall_figure(data: dict):
         ax.plot([p[1] for p in pred], [p[0] for p in pred], "D", color="C3", ms=5, label="predicted")
     pred_at = dict(pred)
     for y, r, t in zip(ys, rows, tps):                  # the label right of both the bar and the marker
-        ax.text(max(t, pred_at.get(y, 0)) * 1.02, y, f" {t:.0f} ({r['factor_vs_previous']:.2f}x)", va="center",
+        ax.text(max(t, pred_at.get(y, 0)) * 1.02, y, f" measured {t:.0f} ({r['factor_vs_previous']:.2f}x)", va="center",
                 fontsize=8)
     ax.set_yticks(list(ys))
     ax.set_yticklabels(names, fontsize=8)
