@@ -36,7 +36,8 @@ NA_RANDOM = "n/a (random weights)"
 
 def add_lever_args(p) -> None:
     p.add_argument("--num-requests", type=int, default=32, help="requests in the trace (32; --quick 8)")
-    p.add_argument("--rate", type=float, default=50.0, help="Poisson arrivals per second (50)")
+    p.add_argument("--rate", type=float, default=1000.0, help="Poisson arrivals per second (1000: faster than "
+                                                               "any lever serves, so throughput is the server's, not the trace's)")
     p.add_argument("--prompt-len", default="uniform:8:40", help="prompt length distribution, system prompt "
                                                                  "excluded (uniform:8:40)")
     p.add_argument("--output-len", default="uniform:32:96", help="output length distribution (uniform:32:96)")
