@@ -17,6 +17,13 @@ min(B, 2 * GFLOP/s / (GB/s)) times; the table prints that bound beside each meas
 
     python benchmarks/bench_batching.py                      # writes benchmarks/results/batching-<date>.json
     python benchmarks/bench_batching.py --presets toy --batch-sizes 1,8 --steps 16
+    python benchmarks/bench_batching.py --backend c --threads 1 --presets stories110M --quant int8-g32
+
+The engine level also prints its figures in the form of llama.cpp's `llama-batched-bench -npp 16 -ntg 128
+-npl 1,32` (S_TG t/s: generated tokens per second over all parallel sequences, prompts excluded), so
+the two compare directly at the same prompt length, generated tokens and parallel sequence count.
+The roofline bound uses this machine's measured ceilings (pyinfer.analysis.hardware.this_cpu: read
+bandwidth and the peak for the format's arithmetic) with the format's bytes per weight.
 """
 from __future__ import annotations
 
@@ -30,8 +37,10 @@ import numpy as np
 from pyinfer.config import SamplingParams, get_preset
 from pyinfer.engine import Engine, EngineConfig
 from pyinfer.engine.machine import machine_info
-from pyinfer.model import Model
+from pyinfer.model import Model, linear
 from pyinfer.ops import Ops
+from pyinfer.quant import get_format, quantize_weights
+from pyinfer.threads import set_threads
 from pyinfer.weights import random_weights
 
 from common import write_dated  # benchmarks/ is sys.path[0] when run as a script
@@ -102,9 +111,9 @@ def linear_rates(model: Model, batches: list[int], steps: int, rounds: int, prom
             t0 = time.perf_counter()
             for _ in range(steps):
                 for w, (x, out) in zip(ws, bufs[b]):
-                    model.ops.matmul(out, x, w)
+                    linear(model.ops, out, x, w)
             times[b].append(time.perf_counter() - t0)
-    w_bytes = sum(w.nbytes for w in ws)
+    w_bytes = sum(w.nbytes for w in ws)             # QTensor.nbytes: codes and scales
     return [{"batch": b, "steps": steps, "rounds": rounds, "all_times_s": times[b],
              "tokens_per_s": b * steps / min(times[b]), "ms_per_step": 1e3 * min(times[b]) / steps,
              "weight_gb_per_s": w_bytes * steps / min(times[b]) / 1e9} for b in batches]
@@ -158,6 +167,19 @@ def engine_decode_rates(model: Model, batches: list[int], steps: int, rounds: in
              "tokens_per_s": b / min(per_step[b]), "ms_per_step": 1e3 * min(per_step[b])} for b in batches]
 
 
+def format_ridge(quant: str | None) -> dict:
+    """This machine's measured ceilings (this-cpu, at the thread count in force) and the batch at which a
+    step's weight matmuls reach its peak-to-bandwidth ratio for the format: 2 B FLOP per weight over
+    bytes_per_weight bytes, so ridge_batch = (peak / bw) x bytes_per_weight / 2."""
+    from pyinfer.analysis.hardware import this_cpu
+    d = this_cpu()
+    fmt = get_format(quant) if quant else None
+    bpw = 4.0 if fmt is None else fmt.weight_bits / 8 + (4.0 / fmt.group_size if fmt.group_size else 0.0)
+    key = "int8" if fmt is not None and fmt.act_int8 else "fp32"
+    return {"device": d.full_name, "read_gb_per_s": d.memory_bw / 1e9, "peak_gflop_per_s": d.peak(key) / 1e9,
+            "peak_key": key, "bytes_per_weight": bpw, "ridge_batch": d.peak(key) / d.memory_bw * bpw / 2}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="stories110M,toy")
@@ -166,19 +188,30 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds over all batch sizes; the best is kept")
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--quant", default=None, help="weight format (pyinfer.quant.FORMATS), e.g. int8-g32")
+    ap.add_argument("--threads", default=None, help="threads for every pool: auto or a count (default: auto)")
+    ap.add_argument("--engine-steps", type=int, default=128,
+                    help="decode tokens per sequence at the engine level (llama-batched-bench's -ntg)")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-level measurement")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/batching-<cpu>-<date>.json)")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batch_sizes.split(",")]
+    setting = set_threads(args.threads or "auto")
     roof = ceilings()
+    ridge = format_ridge(args.quant)
+    print(f"threads {setting.count} ({setting.requested}); this-cpu: read {ridge['read_gb_per_s']:.1f} GB/s, "
+          f"{ridge['peak_key']} peak {ridge['peak_gflop_per_s']:.1f} GFLOP/s, {ridge['bytes_per_weight']:.3f} "
+          f"bytes/weight -> ridge_batch {ridge['ridge_batch']:.1f}")
     print(f"ceilings (numpy matmul, here): weight streaming {roof['gemv_weight_gb_per_s']:.1f} GB/s, "
           f"compute {roof['gemm_gflop_per_s']:.0f} GFLOP/s -> ridge at batch {roof['ridge_batch']:.1f} "
           "(a step of B tokens does B/2 FLOP per weight byte)")
     result = {"benchmark": "batched decode vs batch 1", "machine": machine_info(),
-              "load_average_at_start": os.getloadavg(), "backend": args.backend, "ceilings": roof, "presets": {}}
+              "load_average_at_start": os.getloadavg(), "backend": args.backend, "quant": args.quant,
+              "threads": setting.count, "ceilings": roof, "ridge": ridge, "presets": {}}
     for name in args.presets.split(","):
         config = get_preset(name)
-        model = Model(random_weights(config, seed=0), Ops(args.backend))
+        weights = random_weights(config, seed=0)
+        model = Model(quantize_weights(weights, args.quant) if args.quant else weights, Ops(args.backend))
         entry = {"params": config.n_params(), "weight_mb": model.weights.nbytes() / 1e6}
         print(f"{name}: {config.n_params() / 1e6:.1f}M params, weights {model.weights.nbytes() / 1e6:.0f} MB "
               f"(best of {args.rounds} rounds)")
@@ -188,15 +221,22 @@ def main(argv=None) -> int:
         if not args.no_engine:
             levels.append(("engine", engine_decode_rates, [batches[0], batches[-1]]))
         for level, fn, sizes in levels:
-            rows = fn(model, sizes, args.steps, args.rounds, args.prompt_len)
+            steps = args.engine_steps if level == "engine" else args.steps
+            rows = fn(model, sizes, steps, args.rounds, args.prompt_len)
             for r in rows:
                 r["speedup_vs_batch1"] = r["tokens_per_s"] / rows[0]["tokens_per_s"]
-                r["roofline_speedup_bound"] = min(r["batch"], roof["ridge_batch"])
+                r["roofline_speedup_bound"] = min(r["batch"], ridge["ridge_batch"])
+                r["bar_0_7"] = 0.7 * r["roofline_speedup_bound"]
                 gbs = f"{r['weight_gb_per_s']:>14.1f}" if "weight_gb_per_s" in r else ""
                 print(f"  {level:<7}{r['batch']:>6}{r['tokens_per_s']:>10.1f}{r['ms_per_step']:>10.2f}"
                       f"{r['speedup_vs_batch1']:>10.1f}x{r['roofline_speedup_bound']:>10.1f}x{gbs}")
             sys.stdout.flush()
             entry[level] = rows
+        if "engine" in entry:
+            print(f"  llama-batched-bench form (-npp {args.prompt_len} -ntg {args.engine_steps} -npl "
+                  f"{','.join(str(r['batch']) for r in entry['engine'])}): " + ", ".join(
+                      f"npl {r['batch']} S_TG {r['tokens_per_s']:.1f} t/s" for r in entry["engine"]) +
+                  f"  [{args.backend}, {args.quant or 'float32'}, {setting.count} thread(s)]")
         result["presets"][name] = entry
     result["load_average_at_end"] = os.getloadavg()
     write_dated("batching", result, args.out)

@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("run", "serve", "fetch", "quantize", "bench", "roofline", "cost")   # modules under pyinfer.commands, in help order
+COMMANDS = ("run", "serve", "fetch", "quantize", "bench", "roofline", "cost", "study")   # modules under pyinfer.commands, in help order
 
 
 def build_parser() -> argparse.ArgumentParser:

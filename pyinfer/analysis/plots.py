@@ -177,3 +177,137 @@ def _save(fig, path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+# ---- the study (pyinfer study roofline / levers): plots drawn from the commands' JSON ----------
+
+def study_roofline_plot(data: dict, path: str | Path) -> Path:
+    """study_roofline_figure saved as a PNG at ``path``."""
+    return _save(study_roofline_figure(data), path)
+
+
+def study_roofline_figure(data: dict):
+    """Left: this machine's measured roofline (DRAM and cache bandwidth, the peak) with every measured
+    decode and prefill step on it and the predicted decode curves (calibrated, nominal). Right: decode
+    step time against batch, measured and predicted, the 2x-batch-1 line and both crossings."""
+    plt = _pyplot()
+    from matplotlib import ticker
+    dec, pre, dev = data["decode"], data["prefill"], data["device"]
+    if not dec:
+        raise ValueError("nothing to plot: no decode points")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.6))
+    pts = [p["intensity"] for p in dec + pre]
+    xs = [min(pts) / 3, max(pts) * 3]
+    bw = dev["read_gb_per_s"]
+    peak_key = "int8" if data["weights"].endswith("-a8") else "fp32"
+    peak = dev["peak_gflop_per_s"][peak_key]
+    ax.plot(xs, [min(peak, bw * x) for x in xs], color="black", lw=1.5, label=f"DRAM {bw:.1f} GB/s")
+    cache = max((b for _, b in dev.get("bw_curve", [])), default=None)
+    if cache:
+        cgb = cache / 1e9
+        ax.plot(xs, [min(peak, cgb * x) for x in xs], color="gray", lw=1, ls=":", label=f"cache {cgb:.0f} GB/s")
+    ax.axhline(peak, color="black", lw=0.8, ls="--")
+    ax.text(xs[0] * 1.1, peak * 1.08, f"{peak_key} peak {peak:.0f} GFLOP/s (measured)", fontsize=8)
+
+    def rate(p, key):
+        return p["flops"]["total"] / p[key] / 1e9
+    ax.plot([p["intensity"] for p in dec], [rate(p, "step_s") for p in dec], "o", color="C0", ms=6,
+            label="decode, measured (batch 1, 2, 4, ...)")
+    ax.plot([p["intensity"] for p in dec], [rate(p, "calibrated_s") for p in dec], "-", color="C0", lw=1,
+            label="decode, predicted (calibrated)")
+    ax.plot([p["intensity"] for p in dec], [rate(p, "nominal_s") for p in dec], "--", color="C0", lw=0.8,
+            alpha=0.6, label="decode, predicted (nominal)")
+    if pre:
+        ax.plot([p["intensity"] for p in pre], [rate(p, "step_s") for p in pre], "s", color="C1", ms=5,
+                label="prefill, measured (1 .. context tokens)")
+        ax.plot([p["intensity"] for p in pre], [rate(p, "calibrated_s") for p in pre], "-", color="C1", lw=1)
+    for p in (dec[0], dec[-1]):                          # two labels only: first and last batch
+        ax.annotate(f"B={p['batch']}", (p["intensity"], rate(p, "step_s")), textcoords="offset points",
+                    xytext=(6, -12), fontsize=8, color="C0")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("arithmetic intensity of the step (FLOP / byte)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+    b = [p["batch"] for p in dec]
+    bx.plot(b, [1e3 * p["step_s"] for p in dec], "o-", color="C0", label="measured")
+    bx.plot(b, [1e3 * p["calibrated_s"] for p in dec], "-", color="C2", label="predicted (calibrated)")
+    bx.plot(b, [1e3 * p["nominal_s"] for p in dec], "--", color="C3", label="predicted (nominal)")
+    bx.axhline(2e3 * dec[0]["step_s"], color="gray", lw=0.8, ls=":", label="2 x measured batch-1 step")
+    x = data["crossing"]
+    mb = x["measured"].get("interpolated_batch")
+    if mb:
+        bx.axvline(mb, color="C0", lw=1, ls="-.", label=f"measured crossing B~{mb:.1f}")
+    if x.get("predicted_calibrated"):
+        bx.axvline(x["predicted_calibrated"], color="C2", lw=1, ls="-.",
+                   label=f"predicted crossing B={x['predicted_calibrated']}")
+    bx.set_xscale("log", base=2)
+    bx.set_yscale("log")
+    bx.xaxis.set_major_formatter(plain)
+    bx.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    bx.yaxis.set_major_formatter(plain)
+    bx.yaxis.set_minor_formatter(ticker.NullFormatter())
+    bx.set_xlabel("batch (sequences decoding one token each)")
+    bx.set_ylabel("decode step time (ms)")
+    bx.grid(True, which="major", alpha=0.3)
+    bx.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{data['model']} {data['weights']}, backend {data['backend']}, {data['threads']} thread(s) "
+                 f"- {data['machine']} - {data['date']}" + (" (busy machine)" if data.get("busy_warning") else ""),
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def levers_waterfall_plot(data: dict, path: str | Path) -> Path:
+    """levers_waterfall_figure saved as a PNG at ``path``."""
+    return _save(levers_waterfall_figure(data), path)
+
+
+def levers_waterfall_figure(data: dict):
+    """Output tokens/s after each lever (cumulative), measured bars with the factor each lever gave,
+    the prediction as a marker; right: $ per 1M output tokens (or, without a price, TPOT p50)."""
+    plt = _pyplot()
+    rows = data["levers"]
+    if not rows:
+        raise ValueError("nothing to plot: no levers")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.4), sharey=True)
+    names = [r["lever"].split(" (")[0] for r in rows]            # the short name; the JSON has the rest
+    ys = range(len(rows))[::-1]
+    tps = [r["output_tokens_per_s"] for r in rows]
+    ax.barh(list(ys), tps, color="C0", alpha=0.8, label="measured")
+    pred = [(y, r["predicted_tokens_per_s"]) for y, r in zip(ys, rows) if r.get("predicted_tokens_per_s")]
+    if pred:
+        ax.plot([p[1] for p in pred], [p[0] for p in pred], "D", color="C3", ms=5, label="predicted")
+    pred_at = dict(pred)
+    for y, r, t in zip(ys, rows, tps):                  # the label right of both the bar and the marker
+        ax.text(max(t, pred_at.get(y, 0)) * 1.02, y, f" measured {t:.0f} ({r['factor_vs_previous']:.2f}x)", va="center",
+                fontsize=8)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("output tokens / s (whole trace)")
+    ax.set_xlim(0, max(tps + [p[1] for p in pred]) * 1.45)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    usd = [r.get("usd_per_m_output_tokens") for r in rows]
+    if all(u is not None for u in usd):
+        vals, label = usd, "$ per 1M output tokens"
+    else:
+        vals, label = [1e3 * (r["tpot_s"]["p50"] or 0) for r in rows], "TPOT p50 (ms)  (no price given)"
+    bx.barh(list(ys), vals, color="C1", alpha=0.8)
+    for y, v in zip(ys, vals):
+        bx.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+    bx.set_xlabel(label)
+    bx.set_xlim(0, max(vals) * 1.25 if max(vals) > 0 else 1)
+    bx.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"levers on {data['model']}, backend {data['backend']}, {data['threads']} thread(s) - "
+                 f"{data['machine']} - {data['date']}" + (" (busy machine)" if data.get("busy_warning") else ""),
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
