@@ -82,7 +82,7 @@ def one_run(model, rng, alone_cache):
             if engine.abort(rid):
                 aborted.add(rid)
         try:
-            done = engine.step()
+            done = [out for out in engine.step() if out.finished]   # step() streams every request that advanced
         except (Fault, MemoryError, KeyboardInterrupt):
             failures += 1
             continue
