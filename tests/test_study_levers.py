@@ -11,7 +11,7 @@ import pytest
 from pyinfer.api import load
 from pyinfer.study.levers import NA_RANDOM, add_lever_args, build_trace, check_args, run_levers, summary_json
 from pyinfer.study.levers_report import format_table
-from tests.study_support import FAKE
+from study_support import FAKE
 
 LEVERS = 7
 

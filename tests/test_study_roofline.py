@@ -15,7 +15,7 @@ from pyinfer.study.roofline_report import build_json, format_table, memory_level
 from pyinfer.study.roofline_sweep import (Point, crossing_measured, crossing_predicted, opbyop_model,
                                           predicted_s, run_sweep)
 from pyinfer.weights import random_weights
-from tests.study_support import FAKE
+from study_support import FAKE
 
 def _point(batch: int, t: float) -> Point:
     z = {"weights": 1, "attention": 1, "rest": 1, "total": 3}
