@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pyinfer.kernels import reference as ref
-from tests.c_support import assert_sum_close, c, isa  # noqa: F401 - fixtures
+from c_support import assert_sum_close, c, isa  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("T", [2, 3, 5, 8])
