@@ -104,7 +104,7 @@ def pyinfer_greedy(model, ids: np.ndarray, new_tokens: int, *, chunk: int = 96, 
     from pyinfer.engine.config import EngineConfig
     from pyinfer.engine.llm import LLM
     llm = LLM(model, config=EngineConfig(max_num_seqs=2, max_num_batched_tokens=chunk, block_size=block_size))
-    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, stop_token_ids=())
+    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)   # no stop: compare every token
     return llm.generate([list(map(int, ids))], params)[0].output_ids
 
 

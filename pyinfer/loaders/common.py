@@ -73,7 +73,7 @@ def check_finite_weights(weights: ModelWeights, source: str = "") -> None:
     """ValueError naming the first tensor holding NaN or inf (a quantized one: its scales). A loader
     refuses such a checkpoint unless asked not to (allow_nonfinite=True, for inspecting it): NaN
     would otherwise flow silently into every logit it reaches (docs/numerics.md)."""
-    flat = flatten(weights)
+    flat = flatten(weights, extras=True)             # every tensor, biases and q/k norms included
     flat.setdefault("output", weights.output)
     for name, a in flat.items():
         arr = getattr(a, "scales", a)                      # a QTensor's float part

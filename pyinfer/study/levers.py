@@ -131,7 +131,7 @@ def run_speculative(target: Model, draft: Model, trace, k: int, max_num_seqs: in
             time.sleep(trace[i].arrival_s - now)
             now = time.perf_counter() - start
         wave = [j for j in range(i, len(trace)) if trace[j].arrival_s <= now][:max_num_seqs]
-        sps = [replace(params, max_tokens=trace[j].max_tokens, stop_token_ids=()) for j in wave]
+        sps = [replace(params, max_tokens=trace[j].max_tokens, stop_token_ids=(), ignore_eos=True) for j in wave]
         outs, stats = dec.generate([list(trace[j].prompt_ids) for j in wave], sps)
         for n, (j, o) in enumerate(zip(wave, outs)):
             ts = tuple(dec.times[n])
