@@ -224,3 +224,45 @@ def test_llm_generate_gives_vllms_prompt_logprobs_with_decoded_tokens():
         assert prompt[j] in check[j] and len(check[j]) in (2, 3)
         for t, lp in check[j].items():
             assert lp.decoded_token == tok.decode([t]) and abs(lp.logprob - ref[j - 1, t]) <= TOL
+
+
+def test_served_completions_echo_the_prompt_and_its_logprobs():
+    """/v1/completions with echo (vLLM's): the prompt's text before the output's, and with logprobs
+    the prompt tokens' (the first one null) before the output's, equal to LLM.generate's; echo with
+    stream is refused by name."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    from test_serve_openai import start
+    from pyinfer import LLM
+    llm = LLM(model=str(SHARED_MODELS / "stories260K.bin"), tokenizer=str(SHARED_MODELS / "tok512.bin"),
+              backend="numpy")
+    server, loop, thread, url = start(llm)
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+        prompt = "Once upon a time"
+        ref = llm.generate(prompt, SamplingParams(temperature=0, max_tokens=5, logprobs=2, prompt_logprobs=2),
+                           use_tqdm=False)[0]
+        got = client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0, echo=True,
+                                        logprobs=2).choices[0]
+        assert got.text == prompt + ref.outputs[0].text
+        P = len(ref.prompt_token_ids)
+        lp = got.logprobs
+        assert len(lp.tokens) == P + len(ref.outputs[0].token_ids)
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and lp.text_offset[0] == 0
+        for j in range(1, P):
+            entry = ref.prompt_logprobs[j]
+            token = ref.prompt_token_ids[j]
+            assert lp.tokens[j] == entry[token].decoded_token
+            assert lp.token_logprobs[j] == pytest.approx(entry[token].logprob, abs=1e-5)
+            assert len(lp.top_logprobs[j]) <= 2
+        for k, (token, entry) in enumerate(zip(ref.outputs[0].token_ids, ref.outputs[0].logprobs)):
+            assert lp.token_logprobs[P + k] == pytest.approx(entry[token].logprob, abs=1e-5)
+        assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+        plain = client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0, echo=True)
+        assert plain.choices[0].text == got.text and plain.choices[0].logprobs is None
+        with pytest.raises(openai.BadRequestError, match="echo"):
+            client.completions.create(model="m", prompt=prompt, max_tokens=5, echo=True, stream=True)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        loop.stop()
