@@ -200,6 +200,14 @@ def test_bad_prompt_logprobs_are_refused_by_name(model):
     assert not engine.has_unfinished()
 
 
+def test_speculative_decoding_refuses_prompt_logprobs_by_name(model):
+    """It never computes them: refused, not returned missing."""
+    from pyinfer.engine.speculative import SpeculativeDecoder
+    with pytest.raises(ValueError, match="prompt_logprobs"):
+        SpeculativeDecoder(model, model, num_speculative_tokens=2).generate([[1, 5, 7]],
+                                                                           SamplingParams(prompt_logprobs=1))
+
+
 def test_an_abort_before_the_prompt_is_done_gives_no_prompt_logprobs(model):
     engine = Engine(model, config=EngineConfig(block_size=4, max_num_batched_tokens=4))
     rid = engine.add_request(list(range(1, 20)), SamplingParams(prompt_logprobs=1))
