@@ -184,8 +184,9 @@ class SamplingParams:
     presence_penalty and frequency_penalty in [-2, 2] subtract (count > 0) and count of each token in
     the output so far from its logit; repetition_penalty > 0 divides positive logits (multiplies
     negative ones) of tokens in the prompt or the output; logprobs: the top-N log-probabilities per
-    output token beside the sampled one's (-1: all); prompt_logprobs is refused by the engine (it
-    computes last-position logits only); skip_special_tokens drops special tokens from the text.
+    output token beside the sampled one's (-1: all); prompt_logprobs: the same for every prompt token
+    after the first (RequestOutput.prompt_logprobs, None first, as vLLM); skip_special_tokens drops
+    special tokens from the text.
     The order is vLLM's: min_tokens mask, penalties, [greedy argmax], temperature, min_p, top_k, top_p.
     Logprobs are those of the model's raw logits (vLLM's default logprobs_mode "raw_logprobs")."""
 

@@ -198,10 +198,10 @@ def test_stop_token_ids_are_kept_in_token_ids_and_min_tokens_masks_them(rng):
     assert stop not in out.token_ids[:first + 1]
 
 
-def test_prompt_logprobs_and_too_many_logprobs_are_refused():
+def test_too_many_prompt_logprobs_and_logprobs_are_refused():
     engine = engine_of()
     with pytest.raises(ValueError, match="prompt_logprobs"):
-        engine.add_request([1, 5], SamplingParams(prompt_logprobs=1))
+        engine.add_request([1, 5], SamplingParams(prompt_logprobs=97))
     with pytest.raises(ValueError, match="logprobs"):
         engine.add_request([1, 5], SamplingParams(logprobs=97))
     assert not engine.has_unfinished()

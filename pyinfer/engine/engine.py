@@ -10,7 +10,15 @@ in it (its new tokens and text delta; ``finished`` on the last one), so a caller
 
 A request with SamplingParams.n > 1 runs as n sequences (sample i seeded with seed + i, as vLLM's
 parallel sampling) reported together in one RequestOutput.
+
+SamplingParams.prompt_logprobs=N (vLLM's): RequestOutput.prompt_logprobs is [None, then one
+{token: Logprob} per later prompt token: the token itself (with its rank) and the N most likely],
+from the raw logits of the position before it. Sample 0 computes them: while it has positions left,
+its forward passes ask the model for every row's logits (all_logits; the other rows of that batch are
+computed too and dropped) and its cached prefix stops at the first position not done, so every value
+is computed, in whatever chunks the prefill takes. A batch without such a sequence costs nothing extra.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,7 +28,7 @@ from ..config import SamplingParams
 from ..model import Model
 import numpy as np
 
-from ..sampling import NonFiniteLogitsError, Sampler, log_softmax, top_logprobs
+from ..sampling import NonFiniteLogitsError, Sampler, check_logits_max, log_softmax, top_logprobs
 from ..tokenization import stop_ids_of, with_stop_ids
 from ..tokenizer import check_tokenizer_matches
 from .config import EngineConfig
@@ -159,15 +167,20 @@ class Engine:
         for seq in batch.seqs:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start
-        logits = self.runner.run(batch)                                   # (B, vocab)
+        every_row = any(seq.collects_prompt_logprobs for seq in batch.seqs)
+        logits = self.runner.run(batch, all_logits=every_row)            # (B, vocab), or (T, vocab)
+        cu = np.concatenate([[0], np.cumsum(batch.num_tokens)])           # (B + 1,) rows of each sequence
         self.num_steps += 1
         now = self.clock()
         advanced: dict[int, None] = {}                                    # request ids, in batch order
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
+            if every_row and seq.collects_prompt_logprobs:
+                self._prompt_logprobs(seq, logits[cu[i]:cu[i + 1]])
             seq.num_computed_tokens += n
-            if seq.num_computed_tokens < seq.num_tokens:
-                continue                                                  # a prompt chunk, more to come
-            self._sample(seq, logits[i], txn, now)
+            if seq.finish_reason is None:
+                if seq.num_computed_tokens < seq.num_tokens:
+                    continue                                              # a prompt chunk, more to come
+                self._sample(seq, logits[cu[i + 1] - 1] if every_row else logits[i], txn, now)
             if seq.finish_reason is not None:
                 seq.finish_s = now
                 self.scheduler.finish(seq)
@@ -206,6 +219,28 @@ class Engine:
             if p.stop and seq.stop_token is None and len(seq.output_ids) >= p.min_tokens:
                 find_stop_string(seq, len(seq.text) - before)
 
+    def _prompt_logprobs(self, seq: Sequence, rows) -> None:
+        """Extend seq.prompt_logprobs from this step's logits rows (n, V) of positions
+        num_computed_tokens.. : position p's row gives prompt token p + 1's entry. Rebinds the
+        tuple (the step's rollback restores it). Non-finite logits end the sequence with "error"."""
+        start, done, prompt = seq.num_computed_tokens, len(seq.prompt_logprobs), seq.prompt_ids
+        if start > done:
+            raise RuntimeError(f"request {seq.request_id}: prompt logprobs are known up to token {done} but its "
+                               f"forward starts at position {start}; this is a bug in the prefix-cache cap")
+        num = seq.params.prompt_logprobs
+        new = []
+        for p in range(done, min(start + len(rows), len(prompt) - 1)):
+            row = np.asarray(rows[p - start])                             # (V,) logits at position p
+            try:
+                check_logits_max(row.max(), row, f"engine step {self.num_steps}, request {seq.request_id}, "
+                                                 f"prompt position {p}")
+            except NonFiniteLogitsError as e:
+                seq.finish_reason, seq.error = "error", str(e)
+                break
+            lp = log_softmax(row)
+            new.append({t: Logprob(v, r, self._piece(t)) for t, v, r in top_logprobs(lp, prompt[p + 1], num)})
+        seq.prompt_logprobs = seq.prompt_logprobs + tuple(new)
+
     def _piece(self, token: int) -> str | None:
         if self.tokenizer is None:
             return None
@@ -221,9 +256,13 @@ class Engine:
     def _output(self, request_id: int) -> RequestOutput:
         text, seqs = self.requests[request_id]
         outs = [completion_output(s, s.index) for s in seqs]
-        return RequestOutput(request_id=request_id, prompt=text, prompt_token_ids=list(seqs[0].prompt_ids),
+        first = seqs[0]
+        prompt_logprobs = None                                            # asked for and complete, else None
+        if first.params.prompt_logprobs is not None and len(first.prompt_logprobs) == len(first.prompt_ids) - 1:
+            prompt_logprobs = [None, *first.prompt_logprobs]
+        return RequestOutput(request_id=request_id, prompt=text, prompt_token_ids=list(first.prompt_ids),
                              outputs=outs, finished=all(s.finish_reason is not None for s in seqs),
-                             metrics=outs[0].metrics)
+                             metrics=outs[0].metrics, prompt_logprobs=prompt_logprobs)
 
     # ---- reporting ---------------------------------------------------------------------------
 

@@ -34,12 +34,14 @@ class ModelRunner:
         self.cache = cache
         self.num_forward_passes = 0
 
-    def run(self, batch: ScheduledBatch) -> np.ndarray:
-        """Logits (B, vocab) of each scheduled sequence's last new token, in batch order."""
+    def run(self, batch: ScheduledBatch, all_logits: bool = False) -> np.ndarray:
+        """Logits (B, vocab) of each scheduled sequence's last new token, in batch order; with
+        ``all_logits``, (T, vocab) of every new token (sequence b's rows cu[b]:cu[b+1], cu the
+        cumulative sum of batch.num_tokens)."""
         new_tokens = [np.asarray(seq.token_ids[seq.num_computed_tokens:seq.num_computed_tokens + n], np.int64)
                       for seq, n in zip(batch.seqs, batch.num_tokens)]          # B arrays of (n_b,)
         meta = self.cache.prepare([seq.seq_id for seq in batch.seqs], new_tokens, register=False)
         self.num_forward_passes += 1
-        logits = self.model.forward(meta, self.cache)                            # (B, vocab)
+        logits = self.model.forward(meta, self.cache, all_logits=all_logits)    # (B or T, vocab)
         self.cache.register_full_blocks(meta.seq_ids)     # their K/V is written now: shareable
         return logits

@@ -53,7 +53,10 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     finished: bool
     metrics: RequestMetrics
-    prompt_logprobs: None = None
+    # vLLM's: None first (the first prompt token has no logits before it), then one {token: Logprob}
+    # per prompt token (it and the prompt_logprobs most likely); None when not asked for (or the
+    # request ended before its prompt was computed: aborted, or an error)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
     # pyinfer's earlier names (sample 0), kept for its callers
     @property

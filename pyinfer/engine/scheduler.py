@@ -10,7 +10,8 @@ Each step, under a token budget (``max_num_batched_tokens``) and a sequence cap 
    (its sampled tokens are kept). The oldest sequence is never preempted for a newer one, and a
    request is admitted only if it fits the pool alone, so every request finishes.
 2. If nobody was preempted, waiting sequences in arrival order: each first takes what the prefix
-   cache holds of its tokens, then a chunk of the rest, while budget, sequence slots and free
+   cache holds of its tokens (a sequence still computing prompt logprobs: no further than the
+   positions already done), then a chunk of the rest, while budget, sequence slots and free
    blocks last.
 
 Nothing here touches the model; the block accounting asks the cache, which is passed in.
@@ -127,7 +128,10 @@ class Scheduler:
     def _admit(self, seqs: list[Sequence], counts: list[int], budget: int, reserved: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            cached = self.cache.match_prefix(seq.seq_id, seq.token_ids)
+            # a sequence computing prompt logprobs needs the logits of every prompt position it has
+            # not done yet: its cached prefix stops there (vLLM skips the prefix cache for such requests)
+            known = len(seq.prompt_logprobs) + 1 if seq.collects_prompt_logprobs else seq.num_tokens
+            cached = self.cache.match_prefix(seq.seq_id, seq.token_ids[:known])
             n = min(seq.num_tokens - cached, budget)
             need = self.cache.blocks_needed(seq.seq_id, n)
             if need > self.cache.num_free_blocks - reserved:

@@ -55,6 +55,9 @@ class Sequence:
     emitted_tokens: int = 0
     cumulative_logprob: float = 0.0
     logprobs: tuple = ()            # one {token: Logprob} per output token, when params.logprobs is set
+    # prompt_logprobs: one {token: Logprob} per prompt token after the first, computed so far (sample 0
+    # of a request with params.prompt_logprobs set; entry j-1 is prompt token j's, from position j-1's logits)
+    prompt_logprobs: tuple = ()
     first_scheduled_s: float | None = None   # when a step first took it (queue time ends)
 
     def __post_init__(self):
@@ -76,6 +79,13 @@ class Sequence:
     @property
     def output_ids(self) -> list[int]:
         return self.token_ids[len(self.prompt_ids):]
+
+    @property
+    def collects_prompt_logprobs(self) -> bool:
+        """True while this sequence still has prompt logprobs to compute: its forward passes need the
+        logits of every row (all_logits), and its cached prefix may not skip a position not yet done."""
+        return (self.params.prompt_logprobs is not None and self.index == 0
+                and len(self.prompt_logprobs) < len(self.prompt_ids) - 1)
 
     @property
     def is_finished(self) -> bool:
@@ -107,9 +117,8 @@ def check_params(params: SamplingParams, vocab_size: int) -> None:
         raise ValueError(f"stop_token_ids {bad} are not token ids of a vocab of {vocab_size}")
     if params.logprobs is not None and params.logprobs > vocab_size:
         raise ValueError(f"logprobs={params.logprobs} is more than the vocab's {vocab_size} tokens")
-    if params.prompt_logprobs is not None:
-        raise ValueError("prompt_logprobs is not supported: the engine computes the logits of each "
-                         "sequence's last position only")
+    if params.prompt_logprobs is not None and params.prompt_logprobs > vocab_size:
+        raise ValueError(f"prompt_logprobs={params.prompt_logprobs} is more than the vocab's {vocab_size} tokens")
 
 
 def check_prompt_ids(prompt_ids, vocab_size: int, max_seq_len: int) -> list[int]:

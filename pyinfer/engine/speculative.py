@@ -163,7 +163,8 @@ class SpeculativeDecoder:
             check_params(sp, c.vocab_size)
             unmodelled = [name for name, off in (("n", 1), ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
                                                  ("repetition_penalty", 1.0), ("min_p", 0.0), ("min_tokens", 0),
-                                                 ("stop", ()), ("logprobs", None)) if getattr(sp, name) != off]
+                                                 ("stop", ()), ("logprobs", None), ("prompt_logprobs", None))
+                          if getattr(sp, name) != off]
             if unmodelled:
                 raise ValueError(f"speculative decoding does not model SamplingParams {', '.join(unmodelled)}: "
                                  "its acceptance rule covers temperature, top_k and top_p only")

@@ -15,7 +15,7 @@ import uuid
 
 from .loop import ABORTED, EngineLoop
 from .protocol import (RequestError, chat_logprobs, chat_request, completion_logprobs, completion_request,
-                       error_body, sampling_params, usage)
+                       echo_logprobs, error_body, sampling_params, usage)
 
 POLL_S = 0.5
 
@@ -123,7 +123,10 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
             body = await read_json(request)
             prompts, max_tokens, logprobs = completion_request(body)
             ctx = engine.max_seq_len
-            params = sampling_params(body, max_tokens, logprobs, ctx)
+            echo = bool(body.get("echo"))                     # the prompt before the text (and its logprobs)
+            if echo and engine.tokenizer is None:
+                raise RequestError("echo needs the served model's tokenizer", "echo")
+            params = sampling_params(body, max_tokens, logprobs, ctx, logprobs if echo else None)
             handles = await submit(prompts, params)
         except RequestError as e:
             return bad(e)
@@ -161,8 +164,19 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
             return JSONResponse(error_body(str(e), code=500, kind="InternalServerError"), status_code=500)
         if finals is None:
             return JSONResponse(error_body("client disconnected"), status_code=499)
-        choices = [choice(i, c, c.text, c.finish_reason, slice(None), 0) for i, out in enumerate(finals)
-                   for c in out.outputs]
+        def echoed(i, out, c):
+            """vLLM's echo: the prompt's text, then the output; the prompt's logprobs, then the output's."""
+            head = out.prompt if out.prompt is not None else engine.tokenizer.decode(out.prompt_token_ids)
+            if logprobs is None:
+                return choice(i, c, head + c.text, c.finish_reason, slice(None), 0)
+            lp = echo_logprobs(out, logprobs, lambda t: engine.tokenizer.decode([t]))
+            start = lp["text_offset"][-1] + len(lp["tokens"][-1])
+            tail = completion_logprobs(c, slice(None), start, logprobs)
+            return {**choice(i, c, head + c.text, c.finish_reason, slice(0), 0),
+                    "logprobs": {k: lp[k] + tail[k] for k in lp}}
+
+        choices = [echoed(i, out, c) if echo else choice(i, c, c.text, c.finish_reason, slice(None), 0)
+                   for i, out in enumerate(finals) for c in out.outputs]
         return JSONResponse({"id": rid_text, "object": "text_completion", "created": int(time.time()),
                              "model": model_name, "choices": choices,
                              "usage": usage(sum(len(o.prompt_token_ids) for o in finals),

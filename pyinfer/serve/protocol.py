@@ -39,7 +39,8 @@ def _check_fields(body, allowed: set, what: str) -> None:
         raise RequestError(f"{what}: unsupported field(s) {', '.join(unknown)}", unknown[0])
 
 
-def sampling_params(body: dict, max_tokens: int | None, logprobs: int | None, context_left: int) -> SamplingParams:
+def sampling_params(body: dict, max_tokens: int | None, logprobs: int | None, context_left: int,
+                    prompt_logprobs: int | None = None) -> SamplingParams:
     """SamplingParams from the request's fields, OpenAI's defaults where absent (temperature 1,
     top_p 1, n 1). ``max_tokens`` None: what is left of the context (chat's default)."""
     if body.get("logit_bias"):
@@ -56,6 +57,8 @@ def sampling_params(body: dict, max_tokens: int | None, logprobs: int | None, co
     kw["max_tokens"] = context_left if max_tokens is None else max_tokens
     if logprobs is not None:
         kw["logprobs"] = logprobs
+    if prompt_logprobs is not None:
+        kw["prompt_logprobs"] = prompt_logprobs
     try:
         return SamplingParams(**kw)
     except ValueError as e:
@@ -67,8 +70,10 @@ def sampling_params(body: dict, max_tokens: int | None, logprobs: int | None, co
 def completion_request(body) -> tuple[list, SamplingParams | None, dict]:
     """The prompts (strings or token-id lists) and the parts of the request for later."""
     _check_fields(body, COMPLETION_FIELDS, "completions")
-    if body.get("echo"):
-        raise RequestError("echo is not supported", "echo")
+    if body.get("echo") is not None and not isinstance(body["echo"], bool):
+        raise RequestError(f"echo={body['echo']!r} must be a bool", "echo")
+    if body.get("echo") and body.get("stream"):
+        raise RequestError("echo with stream is not supported (echo without stream is)", "echo")
     if body.get("suffix"):
         raise RequestError("suffix is not supported", "suffix")
     if body.get("best_of") not in (None, body.get("n", 1)):
@@ -141,6 +146,26 @@ def completion_logprobs(c, tokens: slice, text_start: int, num: int) -> dict:
         out["text_offset"].append(offset)
         offset += len(piece)
     return out
+
+
+def echo_logprobs(out, num: int, decode) -> dict:
+    """OpenAI's completions logprobs of an echoed prompt, from out.prompt_logprobs (vLLM's echo):
+    the first token has null token_logprobs and top_logprobs; offsets count the tokens' own texts
+    from 0. ``decode``: token id -> text, for the first token (it has no Logprob)."""
+    out_lp = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    offset = 0
+    for token, entry in zip(out.prompt_token_ids, out.prompt_logprobs):
+        if entry is None:
+            piece, value, top = decode(token), None, None
+        else:
+            piece, value = entry[token].decoded_token or "", entry[token].logprob
+            top = {(lp.decoded_token or ""): lp.logprob for lp in sorted(entry.values(), key=lambda lp: lp.rank)[:num]}
+        out_lp["tokens"].append(piece)
+        out_lp["token_logprobs"].append(value)
+        out_lp["top_logprobs"].append(top)
+        out_lp["text_offset"].append(offset)
+        offset += len(piece)
+    return out_lp
 
 
 def chat_logprobs(c, tokens: slice, top: int) -> dict:
