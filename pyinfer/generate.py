@@ -38,11 +38,21 @@ class GenerationResult:
         return n / self.decode_time_s if n > 0 and self.decode_time_s > 0 else float("nan")
 
 
+# SamplingParams this one-sequence loop does not model, with their "off" values: refused, not ignored.
+_ONE_SEQUENCE_OFF = (("n", 1), ("stop", ()), ("logprobs", None), ("prompt_logprobs", None),
+                     ("include_stop_str_in_output", False))
+
+
 def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingParams,
              on_token: Callable[[int, int], None] | None = None, block_size: int = 16) -> GenerationResult:
     """Run one sequence. ``on_token(prev_id, id)`` is called for each emitted token, in order
     (prompt tokens after BOS first), so a caller can stream text as it comes."""
     params = with_stop_ids(params, None)           # unset: llama2.c's 1/2 (callers with a tokenizer fill it)
+    unmodelled = [name for name, off in _ONE_SEQUENCE_OFF if getattr(params, name) != off]
+    if unmodelled:
+        raise ValueError(f"generate() runs one sequence and returns only its tokens: SamplingParams "
+                         f"{', '.join(unmodelled)} need pyinfer.LLM (the engine)")
+    history = params.min_tokens > 0 or Sampler(params).has_penalties   # the sampler reads the tokens so far
     ctx = model.config.max_seq_len
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens; it needs at least BOS")
@@ -69,7 +79,9 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
         for i in range(1, n_prefill + 1):
             emit(prompt_ids[i - 1], prompt_ids[i])
     else:
-        token = sampler.sample(logits)
+        generated: list[int] = []                     # this sequence's sampled tokens (penalties, min_tokens)
+        token = sampler.sample(logits, prompt_ids=prompt_ids, output_ids=generated) if history \
+            else sampler.sample(logits)
         ttft_s = time.perf_counter() - t0
         for i in range(1, n_prefill):
             emit(prompt_ids[i - 1], prompt_ids[i])
@@ -81,12 +93,15 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
                 break
             emit(prev, token)
             n_generated += 1
+            if history:
+                generated.append(token)
             if n_forwarded >= steps:
                 break
             logits = model.forward(cache.prepare([0], [np.array([token])]), cache)[0]
             q_lens.append(1)
             n_forwarded += 1
-            prev, token = token, sampler.sample(logits)
+            prev, token = token, (sampler.sample(logits, prompt_ids=prompt_ids, output_ids=generated) if history
+                                  else sampler.sample(logits))
         decode_time_s = time.perf_counter() - t1
     res = GenerationResult(list(prompt_ids), out, n_generated, stop_reason, ttft_s, decode_time_s,
                            cache.blocks_in_use(), cache.bytes_in_use(), q_lens)

@@ -57,3 +57,19 @@ def test_cost_replay_counts_every_forward(gen):
     with pytest.raises(ValueError, match="longer than the model's context of 512"):
         generate(gen.model, [1] * 513, 10, SamplingParams())
     assert np.isfinite(res.ttft_s)
+
+
+def test_one_sequence_generate_refuses_what_it_does_not_model_and_applies_penalties():
+    """load(...).generate runs one sequence: n, stop strings and logprobs are refused by name (they
+    were ignored), while penalties and min_tokens read the tokens so far as the engine's sampler does."""
+    from pyinfer.api import load
+    from pyinfer.engine import LLM
+    gen = load(preset="toy", backend="numpy")
+    for bad in (dict(n=2, temperature=0.8), dict(stop=["x"]), dict(logprobs=1), dict(prompt_logprobs=1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            gen.generate("hi", steps=8, params=SamplingParams(**bad))
+    params = SamplingParams(temperature=0, repetition_penalty=1.5, max_tokens=12, ignore_eos=True)
+    ids = gen.tokenizer.encode("hi", bos=True)
+    alone = gen.generate("hi", steps=len(ids) + 12, params=params).result.output_ids[len(ids) - 1:][:12]
+    llm = LLM(gen.model, tokenizer=gen.tokenizer)
+    assert alone == llm.generate("hi", params, use_tqdm=False)[0].outputs[0].token_ids
