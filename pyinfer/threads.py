@@ -5,11 +5,13 @@
 takes away the cores other processes are using right now (sampled from /proc/stat over ~0.1 s, steal
 time included): on a 2-core machine with one busy process beside us, auto is 1 thread, because two
 threads synchronising at every parallel region behind a busy core run slower than one (measured in
-benchmarks/bench_contention.py). When the machine is oversubscribed (at least 2 other runnable tasks
-per core, from /proc/stat's procs_running) auto takes every core again: each runnable thread gets a
-time slice, so more threads get a larger share (stories110M decode, 2 vCPUs at load ~8: 2 threads
-25.7 tok/s, 1 thread 11.4). OpenMP's idle threads wait passively (``OMP_WAIT_POLICY=PASSIVE``,
-set at ``import pyinfer`` unless the user set it) so a pool never spins against other work either.
+benchmarks/bench_contention.py); an oversubscribed machine gets 1 thread too (4 busy loops on 2 vCPUs,
+int8-g32 decode: 1 thread 44 tok/s, 2 threads 9.5 spinning, 38 passive). OpenMP's idle threads spin
+briefly, then sleep (``GOMP_SPINCOUNT=30000``, set at ``import pyinfer`` unless the user set it or
+``OMP_WAIT_POLICY``): fully passive waiting costs a futex wake per parallel region, 40% of a small
+decode step on 2 threads. The one case this does not cover: work that starts on another core *during*
+a 2-thread run slows it (2-4x in the measurements above) until the next setting; the run report's
+busy warning says when that happened.
 
     from pyinfer.threads import set_threads
     setting = set_threads("auto")          # ThreadSetting(count=2, requested="auto", reason=...)
@@ -30,14 +32,20 @@ from dataclasses import dataclass
 
 ENV = "PYINFER_NUM_THREADS"
 MAX_PER_CORE = 4                     # more threads than this per usable core is refused, not run
-OVERSUBSCRIBED = 2                   # other runnable tasks per core from which auto takes every core
+# libgomp spins this many times (~10-30 us here) before an idle thread sleeps. Measured on this 2-vCPU
+# AMD EPYC, stories110M int8-g32 decode (C, tokens/s, 1 / 2 threads): fully passive waiting (a futex
+# wake at each of the step's ~100 parallel regions) 107 / 92 on a quiet machine; spinning 30,000
+# times 99 / 153; beside one busy process 106 / 33 (a spinning barrier against a busy core collapses),
+# which is why auto gives up the busy cores and runs 1 thread there.
+SPIN_COUNT = "30000"
 
 
 def init_env() -> None:
-    """Before any OpenMP runtime loads (called by ``import pyinfer``): idle OpenMP threads sleep
-    instead of spinning, unless the user chose a policy. libgomp reads these once, when loaded."""
+    """Before any OpenMP runtime loads (called by ``import pyinfer``): idle OpenMP threads spin
+    briefly (SPIN_COUNT), then sleep, unless the user chose a policy (OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT). libgomp reads these once, when loaded."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
 
 
 def usable_cores() -> int:
@@ -202,11 +210,6 @@ def resolve(requested: str | int = "auto", sample_s: float = 0.1) -> ThreadSetti
     use = core_use(sample_s) if cores > 1 else None
     if use is None:
         return ThreadSetting(cores, "auto", f"auto: {cores} usable core{'s' * (cores > 1)}")
-    if use.runnable_others is not None and use.runnable_others >= OVERSUBSCRIBED * cores:
-        # Every core is shared several ways: the scheduler gives each runnable thread a slice, so more
-        # threads get more of the machine and the barrier waits cost less than they win.
-        return ThreadSetting(cores, "auto", f"auto: {cores} usable cores, oversubscribed "
-                                            f"({use.runnable_others:.0f} other runnable tasks)")
     free = cores - use.others_busy_cores - use.steal_fraction * cores
     count = max(1, min(cores, int(free + 0.5)))
     why = f"auto: {cores} usable cores"
