@@ -69,8 +69,8 @@ class Scheduler:
         for queue in (self.waiting, self.running):
             for seq in queue:
                 if seq.seq_id == seq_id:
+                    self.cache.free(seq_id)      # first: if it raises, the sequence is still queued as before
                     queue.remove(seq)
-                    self.cache.free(seq_id)
                     seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
                     return True
         return False
