@@ -125,9 +125,21 @@ class Engine:
         final RequestOutput, the unfinished samples with finish_reason "abort"; None if it is not here."""
         if request_id not in self.requests:
             return None
-        for seq in self.requests[request_id][1]:
-            if self.scheduler.abort(seq.seq_id):
-                seq.finish_s = self.clock()
+        sch, seqs = self.scheduler, self.requests[request_id][1]
+        queues, fields = (list(sch.waiting), list(sch.running)), [(s, s.__dict__.copy()) for s in seqs]
+        self.cache.begin()                       # a transaction, as a step is: a failure changes nothing
+        try:
+            for seq in seqs:
+                if sch.abort(seq.seq_id):
+                    seq.finish_s = self.clock()
+        except BaseException:
+            self.cache.rollback()
+            sch.waiting, sch.running = queues
+            for seq, saved in fields:
+                seq.__dict__.clear()
+                seq.__dict__.update(saved)
+            raise
+        self.cache.commit()
         out = self._output(request_id)
         del self.requests[request_id]
         return out
