@@ -95,15 +95,22 @@ void rope_f32(float *out, const float *x, const int64_t *positions, const float 
 }
 
 /* ---- silu(gate) * up and add ---- */
+INLINE v16f silu_mul_16(v16f g, v16f u) {
+    v16f s = v16f_select(g == v16f_splat(-INFINITY), v16f_splat(0.0f),           /* silu(-inf) = 0 (its limit) */
+                         g * (v16f_splat(1.0f) / (v16f_splat(1.0f) + v16f_exp(-g))));
+    return s * u;
+}
 INLINE void silu_mul_body(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        v16f g = v16f_load(gate + i);
-        v16f s = v16f_select(g == v16f_splat(-INFINITY), v16f_splat(0.0f),       /* silu(-inf) = 0 (its limit) */
-                             g * (v16f_splat(1.0f) / (v16f_splat(1.0f) + v16f_exp(-g))));
-        v16f_store(out + i, s * v16f_load(up + i));
+    for (; i + 16 <= n; i += 16)
+        v16f_store(out + i, silu_mul_16(v16f_load(gate + i), v16f_load(up + i)));
+    if (i < n) {            /* the tail through the same vector math, so an element's bits never depend on
+                               where it sits in the array (batch-invariant mode relies on it) */
+        float g[16] = {0}, u[16] = {0}, o[16];
+        for (int64_t j = 0; j < n - i; j++) { g[j] = gate[i + j]; u[j] = up[i + j]; }
+        v16f_store(o, silu_mul_16(v16f_load(g), v16f_load(u)));
+        for (int64_t j = 0; j < n - i; j++) out[i + j] = o[j];
     }
-    for (; i < n; i++) out[i] = silu_scalar(gate[i]) * up[i];
 }
 #if PYINFER_X86
 TARGET_AVX512 static void silu_mul_avx512(float *o, const float *g, const float *u, int64_t n) { silu_mul_body(o, g, u, n); }
