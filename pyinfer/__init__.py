@@ -13,7 +13,7 @@ if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.realpath(__file__
 
 from .threads import init_env as _init_env  # noqa: E402
 
-_init_env()      # OpenMP's idle threads wait passively (before any OpenMP runtime loads): pyinfer.threads
+_init_env()      # OpenMP's idle threads spin briefly, then sleep (set before any OpenMP runtime loads): pyinfer.threads
 
 from .config import PRESETS, CacheConfig, ModelConfig, SamplingParams, get_preset  # noqa: E402
 
