@@ -77,6 +77,17 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
                     break
         return finals
 
+    async def collect_or_error(request: Request, handles):
+        """Every request's final output, or the error response to send instead (the engine failed
+        the request: 500; the client went away: 499)."""
+        try:
+            finals = await collect(request, handles)
+        except RuntimeError as e:
+            return JSONResponse(error_body(str(e), code=500, kind="InternalServerError"), status_code=500)
+        if finals is None:
+            return JSONResponse(error_body("client disconnected"), status_code=499)
+        return finals
+
     def sse(obj) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -158,12 +169,9 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
                         "model": model_name, "choices": [], "usage": usage(p, q)}
             return StreamingResponse(stream_events(handles, chunk_of, final_usage, include_usage),
                                      media_type="text/event-stream")
-        try:
-            finals = await collect(request, handles)
-        except RuntimeError as e:
-            return JSONResponse(error_body(str(e), code=500, kind="InternalServerError"), status_code=500)
-        if finals is None:
-            return JSONResponse(error_body("client disconnected"), status_code=499)
+        finals = await collect_or_error(request, handles)
+        if isinstance(finals, JSONResponse):
+            return finals
         def echoed(i, out, c):
             """vLLM's echo: the prompt's text, then the output; the prompt's logprobs, then the output's."""
             head = out.prompt if out.prompt is not None else engine.tokenizer.decode(out.prompt_token_ids)
@@ -232,12 +240,9 @@ def build_app(loop: EngineLoop, model_name: str, chat_template: str | None = Non
                 return {**head([]), "usage": usage(p, q)}
             return StreamingResponse(stream_events(handles, chunk_of, final_usage, include_usage),
                                      media_type="text/event-stream")
-        try:
-            finals = await collect(request, handles)
-        except RuntimeError as e:
-            return JSONResponse(error_body(str(e), code=500, kind="InternalServerError"), status_code=500)
-        if finals is None:
-            return JSONResponse(error_body("client disconnected"), status_code=499)
+        finals = await collect_or_error(request, handles)
+        if isinstance(finals, JSONResponse):
+            return finals
         out = finals[0]
         choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
                     "logprobs": lp(c, slice(None)), "finish_reason": c.finish_reason, "stop_reason": c.stop_reason}
