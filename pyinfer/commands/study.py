@@ -65,8 +65,7 @@ def _name(gen, args) -> str:
 
 def _roofline(args) -> int:
     from ..analysis.hardware import this_cpu
-    from ..analysis.plots import study_roofline_plot
-    from ..study.roofline_report import build_json, format_table
+    from ..study.roofline_report import build_json
     from ..study.roofline_sweep import run_sweep
     from ..threads import CoreMonitor
 
@@ -92,14 +91,21 @@ def _roofline(args) -> int:
         data = build_json(sweep, name, gen.source, model.ops.backend, gen.threads.count if gen.threads else 0,
                           device, args.context, float(model.weights.nbytes()),
                           use.busy_warning() if use else None)
-        print(format_table(data))
-        if not args.no_plot:
-            path = args.plot or f"study-roofline-{name}-{weights}-{datetime.date.today().isoformat()}.png"
-            study_roofline_plot(data, path)
-            data["plot"] = str(path)
-            print(f"plot: {path}")
+        _table_and_plot(args, data, f"study-roofline-{name}-{weights}-{datetime.date.today().isoformat()}.png")
     emit_json(args, data)
     return 0
+
+
+def _table_and_plot(args, data: dict, default_plot: str) -> None:
+    """Print the roofline study's table and, unless --no-plot, write its plot (named in data["plot"])."""
+    from ..analysis.plots import study_roofline_plot
+    from ..study.roofline_report import format_table
+    print(format_table(data))
+    if not args.no_plot:
+        path = args.plot or default_plot
+        study_roofline_plot(data, path)
+        data["plot"] = str(path)
+        print(f"plot: {path}")
 
 
 def default_levers_model() -> str:
@@ -115,25 +121,19 @@ def default_levers_model() -> str:
 def _roofline_again(args) -> int:
     import json
     from ..analysis.hardware import this_cpu
-    from ..analysis.plots import study_roofline_plot
-    from ..study.roofline_report import build_json, format_table
+    from ..study.roofline_report import build_json
     from ..study.roofline_sweep import points_from_json, predict_points
     try:
         old = json.loads(Path(args.from_json).read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"--from-json {args.from_json}: {e}") from None
     with quiet_stdout_if_json(args):
-        sweep = predict_points(points_from_json(old), this_cpu(threads=old.get("threads") or None))
         device = this_cpu(threads=old.get("threads") or None)
+        sweep = predict_points(points_from_json(old), device)
         data = build_json(sweep, old["model"], old["source"], old["backend"], old["threads"], device,
                           old["context"], old["memory_level"]["weight_bytes"], old.get("busy_warning"))
         data["date"] = old["date"]
-        print(format_table(data))
-        if not args.no_plot:
-            path = args.plot or f"study-roofline-{old['model']}-{old['weights']}-{old['date']}.png"
-            study_roofline_plot(data, path)
-            data["plot"] = str(path)
-            print(f"plot: {path}")
+        _table_and_plot(args, data, f"study-roofline-{old['model']}-{old['weights']}-{old['date']}.png")
     emit_json(args, data)
     return 0
 
