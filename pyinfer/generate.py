@@ -14,6 +14,7 @@ import numpy as np
 
 from .analysis.cost import CostCounter
 from .config import SamplingParams
+from .kv_cache import OneSequenceDecode
 from .model import Model
 from .ops import Ops
 from .sampling import Sampler
@@ -86,6 +87,7 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
         for i in range(1, n_prefill):
             emit(prompt_ids[i - 1], prompt_ids[i])
         prev, n_forwarded = prompt_ids[-1], n_prefill
+        steps_of = OneSequenceDecode(cache, 0)
         t1 = time.perf_counter()
         while True:
             if token in params.stop_token_ids:
@@ -97,7 +99,7 @@ def generate(model: Model, prompt_ids: list[int], steps: int, params: SamplingPa
                 generated.append(token)
             if n_forwarded >= steps:
                 break
-            logits = model.forward(cache.prepare([0], [np.array([token])]), cache)[0]
+            logits = model.forward(steps_of.step(token), cache)[0]
             q_lens.append(1)
             n_forwarded += 1
             prev, token = token, (sampler.sample(logits, prompt_ids=prompt_ids, output_ids=generated) if history

@@ -87,3 +87,34 @@ def test_duplicate_ids_and_the_context_end_raise_as_before():
     fast.prepare([1], [np.arange(40)])
     with pytest.raises(ValueError, match="past the model's context"):
         fast.prepare([1], [np.array([3])])
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_one_sequence_decode_matches_prepare(block_size, rng):
+    """generate()'s in-place stepper: prepare()'s metadata and state at every step, through block
+    boundaries, a shared block (copy on write, via prepare), the context end and a full pool."""
+    from pyinfer.kv_cache import OneSequenceDecode
+    fast, general = pair(block_size, num_blocks=-(-40 // block_size) + 1)
+    n_prompt = int(rng.integers(1, 20))
+    prompt, forked = rng.integers(0, 50, n_prompt), rng.random() < 0.5
+    for c in (fast, general):
+        c.prepare([0], [prompt])
+        if forked:                                              # a twin shares the prompt's blocks
+            c.fork(0, 1)
+    steps = OneSequenceDecode(fast, 0)
+    for pos in range(n_prompt, 40):
+        tok = int(rng.integers(0, 50))
+        same_batch(steps.step(tok), general.prepare([0], [np.array([tok])]))
+        same_state(fast, general)
+    for c in (fast, general):                                   # the context is full: both refuse alike
+        with pytest.raises(ValueError, match="context"):
+            OneSequenceDecode(c, 0).step(1) if c is fast else c.prepare([0], [np.array([1])])
+        same_state(fast, general)
+    # a pool with no block left for the next token: KVCacheFullError, nothing changed
+    small = PagedKVCache(CFG, CacheConfig(block_size=block_size, num_blocks=1))
+    small.prepare([0], [np.arange(block_size) % 50])
+    before = (dict(small.seq_lens), {s: list(t) for s, t in small.block_tables.items()}, small.manager.num_free)
+    with pytest.raises(KVCacheFullError):
+        OneSequenceDecode(small, 0).step(1)
+    assert before == (dict(small.seq_lens), {s: list(t) for s, t in small.block_tables.items()},
+                      small.manager.num_free)
