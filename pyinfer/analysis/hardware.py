@@ -275,7 +275,8 @@ def this_cpu(cache_dir: str | os.PathLike | None = None, refresh: bool = False, 
             tmp.replace(path)
         except OSError:
             pass                                # a read-only cache only costs a remeasure next time
-    return cpu_device(m, str(path))
+    from .catalog_cpu import cpu_identity, cpu_pricing
+    return cpu_device(m, str(path), cpu_pricing(cpu_identity(), key["usable_cores"], threads))
 
 
 def consistency_problems(d: Device, cpu_flags: Iterable[str] | None = None) -> list[str]:
@@ -302,14 +303,19 @@ def consistency_problems(d: Device, cpu_flags: Iterable[str] | None = None) -> l
     return out
 
 
-def cpu_device(m: dict, where: str = "measured") -> Device:
-    """A Device from measure()'s dict."""
+def cpu_device(m: dict, where: str = "measured", pricing=None) -> Device:
+    """A Device from measure()'s dict; ``pricing``: catalog_cpu.CpuPricing of this CPU generation, or
+    None (no price or power)."""
     return Device(
         name="this-cpu", full_name=f"{m['cpu_model']} ({m['threads']} threads)", kind="cpu",
         peak_flops={"fp32": m["fp32"], "int8": m["int8"], "fp16": m["fp32"]},
         memory_bw=m["read_bw"], memory_bytes=m["memory_bytes"] or 1.0, sram_bytes=m["llc_bytes"] or None,
-        interconnect_bw=None, power_w=None, price_per_hour=None, price_basis="unknown",
-        source=f"measured here by pyinfer.analysis.microbench ({m['method']}); cached in {where}",
+        interconnect_bw=None, power_w=pricing.watts if pricing else None,
+        price_per_hour=pricing.usd_per_hour if pricing else None,
+        price_basis=pricing.basis if pricing else "unknown",
+        source=f"measured here by pyinfer.analysis.microbench ({m['method']}); cached in {where}"
+               + (f"; {pricing.source}" if pricing else "; price and power: CPU generation not in "
+                  "pyinfer.analysis.catalog_cpu"),
         date=m["date"], notes="fp16 arithmetic assumed at the fp32 rate (the engine computes in float32)",
         extra={"triad_bw": m["triad_bw"], "cache_read_bw": m["cache_read_bw"], "threads": m["threads"]},
         bw_curve=tuple((n, bw) for n, bw in m.get("read_bw_curve", ())))

@@ -50,8 +50,10 @@ def add_lever_args(p) -> None:
                                                                "(default: all but the last, at least 1)")
     p.add_argument("--seed", type=int, default=0, help="trace seed (arrivals, lengths, tokens)")
     p.add_argument("--usd-per-hour", type=float, default=None, help="price of this machine (default: the "
-                                                                     "catalog's this-cpu price, if any)")
-    p.add_argument("--watts", type=float, default=None, help="power of this machine (default: the catalog's)")
+                                                                     "catalog's this-cpu price: per vCPU by CPU "
+                                                                     "generation, pyinfer.analysis.catalog_cpu)")
+    p.add_argument("--watts", type=float, default=None, help="power of this machine (default: the "
+                                                           "catalog's: busy vCPUs at full load, per CPU generation)")
     p.add_argument("--hw", default="h100", help="device to predict the same levers on (h100)")
     p.add_argument("--quality-tokens", type=int, default=128, help="teacher-forced tokens for KL / top-1 (128)")
     p.add_argument("--plot", default=None, help="PNG path (default study-levers-<model>-<date>.png)")
@@ -241,7 +243,13 @@ def summary_json(gen, args, res: dict, device_here, device_hw, name: str, busy: 
                       "requests": [{"arrival_s": r.arrival_s, "prompt_len": len(r.prompt_ids),
                                     "max_tokens": r.max_tokens} for r in res["trace"]]},
             "price": {"usd_per_hour": usd, "watts": watts,
+                      "usd_per_hour_from": "--usd-per-hour" if args.usd_per_hour is not None else
+                      device_here.price_basis,
+                      "watts_from": "--watts" if args.watts is not None else
+                      "catalog (pyinfer.analysis.catalog_cpu)" if watts is not None else "unknown",
+                      "source": device_here.source[device_here.source.find("price: "):] if "price: " in device_here.source
+                      else None,
                       "note": None if usd is not None and watts is not None else
-                      "this-cpu has no price or power in the catalog (it is measured, not bought): pass "
+                      "this CPU generation has no price or power in pyinfer.analysis.catalog_cpu: pass "
                       "--usd-per-hour and --watts for $ and J per token"},
             "hw": device_hw.name, "busy_warning": busy, "levers": rows, "answer": sentence}

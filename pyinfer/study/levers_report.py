@@ -38,8 +38,12 @@ def format_table(data: dict) -> str:
                  "speculative decoding and chunking do not change the math)")
     if data["random_weights"]:
         lines.append("quality and acceptance: n/a (random weights): they mean something only on a trained model")
-    if data["price"]["note"]:
-        lines.append(f"note: {data['price']['note']}")
+    price = data["price"]
+    if price["note"]:
+        lines.append(f"note: {price['note']}")
+    else:
+        lines.append(f"$ and J: ${price['usd_per_hour']:.4g}/h ({price['usd_per_hour_from']}), "
+                     f"{price['watts']:.3g} W ({price['watts_from']}; CPU only); derived, output tokens/s measured")
     if data.get("busy_warning"):
         lines.append(f"warning: {data['busy_warning']}")
     lines.append(data["answer"])
