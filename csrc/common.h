@@ -82,6 +82,10 @@ int amx_int8(float *out, const float *x, const void *w, const float *scales, con
 #define DEQUANT_GEMM_MIN_T 16
 void gemm_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
                   int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits);
+/* W8A8 / W4A8 for prefill-sized T where there is no int8 dot product (AVX2): activations quantized as
+ * the integer path does, dequantized, through that float32 GEMM (matmul_f32.c); 0 when it did not run */
+int gemm_a8_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+                    int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits);
 
 /* Work split over threads: rows [*lo, *hi) of n for thread `tid` of `nt`, in multiples of `align`. */
 static inline void thread_range(int64_t n, int64_t align, int tid, int nt, int64_t *lo, int64_t *hi) {

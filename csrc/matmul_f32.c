@@ -8,7 +8,8 @@
  * registers, the next panel prefetched meanwhile); an MR x NR register tile accumulates over KC of K
  * with broadcast-FMA (AVX-512: 8 x 32 in 16 zmm).
  * gemm_dequant (W8A16 / W4A16 prefill) runs on AMX (amx.c) where it can, else this GEMM on weights
- * dequantized while packing. */
+ * dequantized while packing (into a row block, then the float32 pack's transposes); gemm_a8_dequant
+ * (W8A8 / W4A8 prefill where there is no int8 dot product) the same on int8-quantized activations. */
 #include "common.h"
 #include "gemm_micro.h"
 #include "amx.h"
@@ -318,30 +319,55 @@ TARGET_AVX2 static void pack_b_f32_avx2(float *bp, const weight_src_t *src, int6
 }
 #endif
 
-/* int8 weights times per-channel scales (W8A16) */
+/* the rows of a dequantized block, tmp (rows, kc) row-major, into a B panel: the float32 pack's
+ * in-register transposes (one float written at a time with an NR-float stride cost as much as the GEMM) */
+static void pack_dequantized(float *bp, const float *tmp, int64_t rows, int64_t kc, int NR) {
+    weight_src_t t = {NULL, tmp, NULL, NULL, 0};
+#if PYINFER_X86
+    int isa = pyinfer_isa();
+    if (isa >= ISA_AVX512 && NR == 32) {
+        pack_b_f32_avx512(bp, &t, rows, 0, kc, 0, kc, NR);
+        return;
+    }
+    if (isa >= ISA_AVX2 && NR == 16) {
+        pack_b_f32_avx2(bp, &t, rows, 0, kc, 0, kc, NR);
+        return;
+    }
+#endif
+    (void)t;
+    pack_b(bp, tmp, rows, 0, kc, 0, kc, NR);
+}
+
+/* int8 weights times per-channel scales (W8A16, group_size 0) or per-group ones (W8A8's weights):
+ * each of the panel's rows dequantized a group run at a time into tmp, then packed */
 static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
-    for (int c = 0; c < NR; c++) {
-        int64_t n = n0 + c;
-        const int8_t *q = (const int8_t *)src->w + n * K + k0;
-        float s = n < N ? src->scales[n] : 0.0f;
-        for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = n < N ? (float)q[k] * s : 0.0f;
+    int64_t G = src->group_size, ng = G > 0 ? K / G : 1, rows = MIN((int64_t)NR, N - n0);
+    float tmp[32 * KC] __attribute__((aligned(64)));          /* (rows, kc), NR <= 32 */
+    for (int64_t r = 0; r < rows; r++) {
+        const int8_t *q = (const int8_t *)src->w + (n0 + r) * K;
+        const float *s = src->scales + (n0 + r) * ng;
+        float *row = tmp + r * kc;
+        for (int64_t k = k0; k < k0 + kc;) {
+            int64_t end = G > 0 ? MIN(k0 + kc, (k / G + 1) * G) : k0 + kc;     /* [k, end): one scale */
+            float sc = s[G > 0 ? k / G : 0];
+            for (int64_t i = k; i < end; i++) row[i - k0] = (float)q[i] * sc;
+            k = end;
+        }
     }
+    pack_dequantized(bp, tmp, rows, kc, NR);
 }
 
 /* int4 weights (u - z) * s per group, nibble layout of pyinfer/quant.py (W4A16), as the reference dequantizes:
- * one row's K block into row (kc,) a group run at a time (low nibbles, then high), then into column c */
+ * one row's K block into tmp a group run at a time (low nibbles, then high), then packed */
 static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
-    int64_t G = src->group_size, half = G / 2, ng = K / G;
-    float row[KC];
-    for (int c = 0; c < NR; c++) {
-        int64_t n = n0 + c;
-        if (n >= N) {
-            for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = 0.0f;
-            continue;
-        }
+    int64_t G = src->group_size, half = G / 2, ng = K / G, rows = MIN((int64_t)NR, N - n0);
+    float tmp[32 * KC] __attribute__((aligned(64)));          /* (rows, kc), NR <= 32 */
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t n = n0 + r;
         const uint8_t *q = (const uint8_t *)src->w + n * (K / 2);
+        float *row = tmp + r * kc;
         for (int64_t k = k0; k < k0 + kc;) {
             int64_t g = k / G, j = k - g * G, end = MIN(k0 + kc - g * G, G);      /* [j, end) of group g */
             float sc = src->scales[n * ng + g], z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
@@ -351,8 +377,8 @@ static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
             for (int64_t i = MAX(j, half); i < end; i++) row[at + i] = ((float)(b[i - half] >> 4) - z) * sc;
             k = g * G + end;
         }
-        for (int64_t k = 0; k < kc; k++) bp[k * NR + c] = row[k];
     }
+    pack_dequantized(bp, tmp, rows, kc, NR);
 }
 
 static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T, int64_t N, int64_t K, int isa) {
@@ -437,4 +463,32 @@ void gemm_dequant(float *out, const float *x, const void *w, const float *scales
     if (amx_gemm_a16(out, x, w, scales, zeros, T, N, K, weight_bits == 8 ? 0 : G, weight_bits)) return;
     weight_src_t src = {weight_bits == 8 ? pack_b_w8 : pack_b_w4, w, scales, zeros, G};
     gemm(out, x, &src, T, N, K, pyinfer_isa());
+}
+
+/* W8A8 / W4A8 for prefill-sized T on a CPU without an int8 dot product (AVX2: vpmaddubsw gives
+ * ~11 G int8 MAC/s on one Zen 3 core, the float32 FMA twice that): the activations quantized per
+ * group exactly as the integer path does, dequantized (xq * xs), through the float32 GEMM on weights
+ * dequantized panel by panel. The same products as the reference's integer dots, summed in another
+ * order. 0 (nothing written) when its buffers cannot be had: the caller runs the integer path. */
+int gemm_a8_dequant(float *out, const float *x, const void *w, const float *scales, const uint8_t *zeros,
+                    int64_t T, int64_t N, int64_t K, int64_t G, int weight_bits) {
+    if (T <= 0 || N <= 0 || G <= 0 || K % G) return 0;
+    float *xd = malloc((size_t)(T * K) * sizeof(float));     /* (T, K) dequantized activations */
+    int8_t *xq = malloc((size_t)(T * K));                      /* (T, K) their int8 codes */
+    float *xs = malloc((size_t)(T * (K / G)) * sizeof(float)); /* (T, K / G) group scales */
+    int ok = xd && xq && xs;
+    if (ok) {
+#pragma omp parallel for schedule(static) if (T * K >= PAR_MIN_WORK)
+        for (int64_t t = 0; t < T; t++) {
+            int8_t *q = xq + t * K;
+            float *sc = xs + t * (K / G), *d = xd + t * K;
+            quantize_row_i8(q, sc, x + t * K, K, G);
+            for (int64_t g = 0; g < K / G; g++)
+                for (int64_t k = g * G; k < (g + 1) * G; k++) d[k] = (float)q[k] * sc[g];
+        }
+        weight_src_t src = {weight_bits == 8 ? pack_b_w8 : pack_b_w4, w, scales, zeros, G};
+        gemm(out, xd, &src, T, N, K, pyinfer_isa());
+    }
+    free(xd); free(xq); free(xs);
+    return ok;
 }
