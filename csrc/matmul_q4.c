@@ -398,7 +398,7 @@ static void matmul_w4(float *out, const float *x, const uint8_t *qw, const float
         return;
     if (!a8 && T >= AMX_A16_MIN_T && isa >= ISA_AMX && amx_gemm_a16(out, x, qw, scales, zeros, T, N, K, G, 4))
         return;
-    if (a8 && T >= DEQUANT_GEMM_MIN_T && isa < ISA_AVX512 &&
+    if (a8 && T >= A8_DEQUANT_GEMM_MIN_T && isa < ISA_AVX512 &&
         gemm_a8_dequant(out, x, qw, scales, zeros, T, N, K, G, 4))
         return;
     if (!a8 && T >= DEQUANT_GEMM_MIN_T) {

@@ -328,7 +328,7 @@ void matmul_w8a8(float *out, const float *x, const int8_t *qweight, const float 
         return;
     int simd = PYINFER_X86 && G % 32 == 0 && isa >= ISA_AVX2;
     int vnni = simd && isa >= ISA_AVX512 && (G == 32 || G % 64 == 0);
-    if (!vnni && T >= DEQUANT_GEMM_MIN_T && gemm_a8_dequant(out, x, qweight, scales, NULL, T, N, K, G, 8)) return;
+    if (!vnni && T >= A8_DEQUANT_GEMM_MIN_T && gemm_a8_dequant(out, x, qweight, scales, NULL, T, N, K, G, 8)) return;
     int64_t nb = w8a8_blocks(K, G);
     act8_t *act = malloc((size_t)T * sizeof *act);
     int8_t *xq = malloc((size_t)(T * K) + 1);
