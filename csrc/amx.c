@@ -268,7 +268,7 @@ TARGET_AMX static void amx_thread(const amx_job_t *j, int8_t *scratch, float *ws
 
 static int amx_run(const amx_job_t *j) {
     int ok = 1;
-#pragma omp parallel if (j->T * j->N * j->K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (j->T * j->N * j->K >= 8 * PAR_MIN_WORK)
     {
         int8_t *scratch = aligned_alloc(64, (size_t)(32 * j->K_pad));
         float *wsT = malloc((size_t)(j->ng * 32) * sizeof(float));

@@ -148,7 +148,7 @@ void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H
     flash_args_t args = {T, S, H, hd, hd_pad, group, S_pad, MAX(0, window), scale, kp, vp, micro, MR, NR};
     for (int64_t kvh = 0; kvh < KVH; kvh++) {
         pack_kv(kp, vp, src_heads + kvh, S, S_pad, hd, hd_pad, MR);
-#pragma omp parallel if (parallel && n_blocks > 1 && T * S * hd * group >= PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (parallel && n_blocks > 1 && T * S * hd * group >= PAR_MIN_WORK)
         {
             float *scratch = malloc((size_t)scratch_len * sizeof(float));
 #pragma omp for schedule(dynamic, 1)

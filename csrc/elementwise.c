@@ -59,7 +59,7 @@ void rmsnorm_f32(float *out, const float *x, const float *w, int64_t T, int64_t 
         for (int64_t t = 0; t < T; t++) rmsnorm_dispatch(out + t * D, x + t * D, w, D, eps, isa);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(pyinfer_num_threads()) schedule(static)
     for (int64_t t = 0; t < T; t++) rmsnorm_dispatch(out + t * D, x + t * D, w, D, eps, isa);
 }
 
@@ -68,7 +68,7 @@ void rope_f32(float *out, const float *x, const int64_t *positions, const float 
               int64_t width, int64_t head_dim) {
     if (T <= 0 || width <= 0 || head_dim < 2) return;
     int64_t half = head_dim / 2, n_heads = width / head_dim;
-#pragma omp parallel if (T * width >= PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * width >= PAR_MIN_WORK)
     {
         float *cs = malloc((size_t)(2 * half) * sizeof(float));   /* (2, half): cos then sin */
 #pragma omp for schedule(static)
@@ -139,7 +139,7 @@ void silu_mul_f32(float *out, const float *gate, const float *up, int64_t n) {
         silu_mul_part(out, gate, up, n, isa, 0, 1);
         return;
     }
-#pragma omp parallel
+#pragma omp parallel num_threads(pyinfer_num_threads())
     silu_mul_part(out, gate, up, n, isa, omp_tid(), omp_nt());
 }
 
@@ -148,7 +148,7 @@ void add_f32(float *out, const float *x, const float *y, int64_t n) {
         for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(pyinfer_num_threads()) schedule(static)
     for (int64_t i = 0; i < n; i++) out[i] = x[i] + y[i];
 }
 
@@ -158,7 +158,7 @@ void bias_add_f32(float *out, const float *x, const float *bias, int64_t T, int6
             for (int64_t i = 0; i < N; i++) out[t * N + i] = x[t * N + i] + bias[i];
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(pyinfer_num_threads()) schedule(static)
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < N; i++) out[t * N + i] = x[t * N + i] + bias[i];
 }

@@ -387,7 +387,7 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
     int64_t t_blocks = cdiv(T, MR), n_panels = cdiv(N, NR);
     float *ap = malloc((size_t)(t_blocks * MR * KC) * sizeof(float));    /* (t_blocks, KC, MR) */
     if (!ap) return;
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         float *bp = malloc((size_t)(NR * KC) * sizeof(float));           /* (KC, NR) */
         float tile[12 * 32];
@@ -453,7 +453,7 @@ void matmul_f32(float *out, const float *x, const float *w, int64_t T, int64_t N
         gemv_rows(out, x, w, T, N, K, isa, 0, 1);
         return;
     }
-#pragma omp parallel
+#pragma omp parallel num_threads(pyinfer_num_threads())
     gemv_rows(out, x, w, T, N, K, isa, omp_tid(), omp_nt());
 }
 
@@ -478,7 +478,7 @@ int gemm_a8_dequant(float *out, const float *x, const void *w, const float *scal
     float *xs = malloc((size_t)(T * (K / G)) * sizeof(float)); /* (T, K / G) group scales */
     int ok = xd && xq && xs;
     if (ok) {
-#pragma omp parallel for schedule(static) if (T * K >= PAR_MIN_WORK)
+#pragma omp parallel for num_threads(pyinfer_num_threads()) schedule(static) if (T * K >= PAR_MIN_WORK)
         for (int64_t t = 0; t < T; t++) {
             int8_t *q = xq + t * K;
             float *sc = xs + t * (K / G), *d = xd + t * K;

@@ -313,7 +313,7 @@ static void matmul_w4a8_gemv(float *out, const float *x, const uint8_t *qw, cons
         if (avx512 && !zeros) lane_init64(a->init, a->xp[0], NULL, NULL, nb);
 #endif
     }
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         int64_t lo, hi;
         thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
@@ -357,7 +357,7 @@ static void w4a16_digits(float *out, const float *x, const uint8_t *qw, const fl
             }
         else lane_init64(a->init, a->xp[0], a->xp[1], a->xp[2], nb);
     }
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         int64_t lo, hi;
         thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
@@ -378,7 +378,7 @@ static void matmul_w4a16_gemv(float *out, const float *x, const uint8_t *qw, con
         return;
     }
 #endif
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         int64_t lo, hi;
         thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);

@@ -153,7 +153,7 @@ void matmul_w8a16(float *out, const float *x, const int8_t *qweight, const float
         }
     }
 #endif
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         int64_t lo, hi;
         thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);
@@ -340,7 +340,7 @@ void matmul_w8a8(float *out, const float *x, const int8_t *qweight, const float 
         quantize_row_i8(act[t].xq, act[t].xs, x + t * K, K, G);
         if (vnni) w8a8_init(act[t].init, act[t].xq, K, G);
     }
-#pragma omp parallel if (T * N * K >= 8 * PAR_MIN_WORK)
+#pragma omp parallel num_threads(pyinfer_num_threads()) if (T * N * K >= 8 * PAR_MIN_WORK)
     {
         int64_t lo, hi;
         thread_range(N, 16, omp_tid(), omp_nt(), &lo, &hi);

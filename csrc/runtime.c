@@ -53,19 +53,24 @@ int pyinfer_set_isa(int max_level) {
     return atomic_exchange(&isa_cap, max_level);
 }
 
+/* The thread count, process-wide. OpenMP's own setting (omp_set_num_threads) belongs to the thread
+ * that calls it: a kernel called from another thread (a server's engine thread, a user's worker)
+ * would run with every core whatever --threads said. Every parallel region names this count. */
+static atomic_int n_threads_set = 0;         /* 0: not set, OpenMP's default */
+
 int pyinfer_num_threads(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    int n = atomic_load(&n_threads_set);
+    return n > 0 ? n : omp_get_max_threads();
 #else
     return 1;
 #endif
 }
 
 void pyinfer_set_num_threads(int n) {
+    atomic_store(&n_threads_set, n < 1 ? 1 : n);
 #ifdef _OPENMP
     omp_set_num_threads(n < 1 ? 1 : n);
-#else
-    (void)n;
 #endif
 }
 
@@ -101,7 +106,7 @@ static double read_scalar(const float *a, int64_t n) {
 double stream_read_f32(const float *a, int64_t n) {
     double total = 0;
     int isa = pyinfer_isa();
-#pragma omp parallel reduction(+ : total)
+#pragma omp parallel num_threads(pyinfer_num_threads()) reduction(+ : total)
     {
         int64_t lo, hi;
         thread_range(n, 1024, omp_tid(), omp_nt(), &lo, &hi);
@@ -127,7 +132,7 @@ static void triad_scalar(float *a, const float *b, const float *c, float s, int6
 
 void stream_triad_f32(float *a, const float *b, const float *c, float s, int64_t n) {
     int isa = pyinfer_isa();
-#pragma omp parallel
+#pragma omp parallel num_threads(pyinfer_num_threads())
     {
         int64_t lo, hi;
         thread_range(n, 1024, omp_tid(), omp_nt(), &lo, &hi);

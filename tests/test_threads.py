@@ -144,3 +144,29 @@ def test_busy_warning_only_when_others_used_the_cores():
     assert threads.CoreUse(0.05, 0.0, 1.0, 2).busy_warning() is None
     assert "1.00 of 2 cores" in threads.CoreUse(1.0, 0.0, 1.0, 2).busy_warning()
     assert "steal" in threads.CoreUse(0.0, 0.2, 1.0, 2).busy_warning()
+
+
+def test_the_count_holds_in_every_python_thread(restore_threads):
+    """OpenMP's omp_set_num_threads belongs to the calling thread: the C kernels called from another
+    thread (the server's engine thread, a user's worker) ran with every core whatever --threads said.
+    3 is more than this machine's cores, so OpenMP's default cannot pass for it."""
+    import threading
+
+    from pyinfer.kernels import c_cpu
+    threads.set_threads(3)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(c_cpu.num_threads()))
+    worker.start()
+    worker.join()
+    assert seen == [3]
+
+
+def test_every_openmp_region_names_the_count():
+    """The source half of the rule above: a parallel region without num_threads(...) would take the
+    calling thread's OpenMP default."""
+    import re
+    from pathlib import Path
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    regions = [(p.name, line.strip()) for p in sorted(csrc.glob("*.[ch]")) for line in p.read_text().splitlines()
+               if re.match(r"\s*#pragma omp parallel\b", line)]
+    assert regions and [r for r in regions if "num_threads(" not in r[1]] == []

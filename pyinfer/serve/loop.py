@@ -75,6 +75,8 @@ class EngineLoop:
     # ---- the engine thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        from ..threads import apply
+        apply()                  # Numba's thread count (and OpenMP's own) belongs to the thread that sets it
         while True:
             block = not self.engine.has_unfinished()
             try:
