@@ -338,20 +338,69 @@ static void pack_dequantized(float *bp, const float *tmp, int64_t rows, int64_t 
     pack_b(bp, tmp, rows, 0, kc, 0, kc, NR);
 }
 
+/* dst[i] = q[i] * s, n values: 8 at a time on AVX2 (built for the baseline ISA this loop had no
+ * int8 -> int32 widening and cost as much as the GEMM it feeds, measured at T = 32) */
+#if PYINFER_X86
+TARGET_AVX2 static void dequant_i8_avx2(float *dst, const int8_t *q, float s, int64_t n) {
+    __m256 sv = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(q + i));
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), sv));
+    }
+    for (; i < n; i++) dst[i] = (float)q[i] * s;
+}
+
+/* dst[i] = (nibble i - z) * s for n values from bytes b: low nibbles (hi = 0) or high ones (hi = 1) */
+TARGET_AVX2 static void dequant_u4_avx2(float *dst, const uint8_t *b, int hi, float z, float s, int64_t n) {
+    __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(z);
+    __m256i mask = _mm256_set1_epi32(15);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + i)));
+        u = hi ? _mm256_srli_epi32(u, 4) : _mm256_and_si256(u, mask);
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(u), zv), sv));
+    }
+    for (; i < n; i++) dst[i] = ((float)(hi ? b[i] >> 4 : b[i] & 15) - z) * s;
+}
+#endif
+
+static void dequant_i8(float *dst, const int8_t *q, float s, int64_t n, int isa) {
+#if PYINFER_X86
+    if (isa >= ISA_AVX2) {
+        dequant_i8_avx2(dst, q, s, n);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)q[i] * s;
+}
+
+static void dequant_u4(float *dst, const uint8_t *b, int hi, float z, float s, int64_t n, int isa) {
+#if PYINFER_X86
+    if (isa >= ISA_AVX2) {
+        dequant_u4_avx2(dst, b, hi, z, s, n);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int64_t i = 0; i < n; i++) dst[i] = ((float)(hi ? b[i] >> 4 : b[i] & 15) - z) * s;
+}
+
 /* int8 weights times per-channel scales (W8A16, group_size 0) or per-group ones (W8A8's weights):
  * each of the panel's rows dequantized a group run at a time into tmp, then packed */
 static void pack_b_w8(float *bp, const weight_src_t *src, int64_t N, int64_t n0, int64_t K, int64_t k0, int64_t kc,
                       int NR) {
     int64_t G = src->group_size, ng = G > 0 ? K / G : 1, rows = MIN((int64_t)NR, N - n0);
     float tmp[32 * KC] __attribute__((aligned(64)));          /* (rows, kc), NR <= 32 */
+    int isa = pyinfer_isa();
     for (int64_t r = 0; r < rows; r++) {
         const int8_t *q = (const int8_t *)src->w + (n0 + r) * K;
         const float *s = src->scales + (n0 + r) * ng;
         float *row = tmp + r * kc;
         for (int64_t k = k0; k < k0 + kc;) {
             int64_t end = G > 0 ? MIN(k0 + kc, (k / G + 1) * G) : k0 + kc;     /* [k, end): one scale */
-            float sc = s[G > 0 ? k / G : 0];
-            for (int64_t i = k; i < end; i++) row[i - k0] = (float)q[i] * sc;
+            dequant_i8(row + (k - k0), q + k, s[G > 0 ? k / G : 0], end - k, isa);
             k = end;
         }
     }
@@ -364,6 +413,7 @@ static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
                       int NR) {
     int64_t G = src->group_size, half = G / 2, ng = K / G, rows = MIN((int64_t)NR, N - n0);
     float tmp[32 * KC] __attribute__((aligned(64)));          /* (rows, kc), NR <= 32 */
+    int isa = pyinfer_isa();
     for (int64_t r = 0; r < rows; r++) {
         int64_t n = n0 + r;
         const uint8_t *q = (const uint8_t *)src->w + n * (K / 2);
@@ -373,8 +423,9 @@ static void pack_b_w4(float *bp, const weight_src_t *src, int64_t N, int64_t n0,
             float sc = src->scales[n * ng + g], z = src->zeros ? (float)src->zeros[n * ng + g] : 8.0f;
             const uint8_t *b = q + g * half;
             int64_t at = g * G - k0;                                            /* row[at + i]: element i of g */
-            for (int64_t i = j; i < MIN(end, half); i++) row[at + i] = ((float)(b[i] & 15) - z) * sc;
-            for (int64_t i = MAX(j, half); i < end; i++) row[at + i] = ((float)(b[i - half] >> 4) - z) * sc;
+            int64_t lo_end = MIN(end, half), hi_start = MAX(j, half);
+            if (j < lo_end) dequant_u4(row + at + j, b + j, 0, z, sc, lo_end - j, isa);
+            if (hi_start < end) dequant_u4(row + at + hi_start, b + hi_start - half, 1, z, sc, end - hi_start, isa);
             k = g * G + end;
         }
     }
@@ -399,12 +450,15 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
             for (int64_t p = 0; p < n_panels; p++) {
                 if (!bp) continue;
                 src->pack(bp, src, N, p * NR, K, k0, kc, NR);
-                /* float32 weights: the next panel's rows of this K block, fetched while this one computes */
-                int f32w = src->pack != pack_b_w8 && src->pack != pack_b_w4;   /* every f32 pack */
-                int64_t lines = cdiv(kc, 16), next = f32w && p + 1 < N / NR ? (p + 1) * NR : -1;
+                /* the next panel's rows of this K block (float32, int8 or packed int4 bytes), fetched while this
+                 * one computes: without it the int8 dequantizing pack stalled on DRAM (14% of a T = 32 step) */
+                int bits = src->pack == pack_b_w8 ? 8 : src->pack == pack_b_w4 ? 4 : 32;
+                int64_t row_bytes = K * bits / 8, off = k0 * bits / 8, lines = cdiv(kc * bits / 8, 64);
+                int64_t next = p + 1 < N / NR ? (p + 1) * NR : -1;
                 for (int64_t tb = 0; tb < t_blocks; tb++) {
                     for (int64_t i = tb * NR * lines / t_blocks; next >= 0 && i < (tb + 1) * NR * lines / t_blocks; i++)
-                        __builtin_prefetch((const float *)src->w + (next + i / lines) * K + k0 + 16 * (i % lines), 0, 3);
+                        __builtin_prefetch((const char *)src->w + (next + i / lines) * row_bytes + off + 64 * (i % lines),
+                                           0, 3);
                     if ((tb + 1) * MR <= T && (p + 1) * NR <= N) {     /* a whole tile: straight into out */
                         micro(out + tb * MR * N + p * NR, N, k0 > 0, ap + tb * MR * kc, MR, bp, NR, kc);
                         continue;

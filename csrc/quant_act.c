@@ -32,6 +32,36 @@ TARGET_AVX512 static void quantize_group_avx512(int8_t *xq, float *xs, const flo
 }
 #endif
 
+#if PYINFER_X86
+/* the same on AVX2, G % 8 == 0 (cvtps_epi32 rounds half to even as nearbyintf; packs saturate as the
+ * scalar clamp): the scalar loop was 18% of a W8A8 GEMM's time at T = 32 on an AVX2-only CPU */
+TARGET_AVX2 static void quantize_group_avx2(int8_t *xq, float *xs, const float *x, int64_t G) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), big = _mm256_set1_ps(3.4028235e38f);
+    __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int64_t k = 0; k < G; k += 8) {
+        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), absmask);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));   /* inf or NaN */
+        m = _mm256_max_ps(m, a);
+    }
+    if (_mm256_movemask_ps(bad)) {                /* the reference's row is NaN: s = NaN, q = 0 */
+        *xs = NAN;
+        memset(xq, 0, (size_t)G);
+        return;
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float s = _mm_cvtss_f32(h) / 127.0f;
+    *xs = s;
+    __m256 safe = _mm256_set1_ps(s == 0.0f ? 1.0f : s);
+    for (int64_t k = 0; k < G; k += 8) {
+        __m256i q = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(x + k), safe));        /* nearest even */
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(xq + k), _mm_packs_epi16(w, w));
+    }
+}
+#endif
+
 static void quantize_group_scalar(int8_t *xq, float *xs, const float *x, int64_t G) {
     float m = 0.0f;
     for (int64_t k = 0; k < G; k++) {
@@ -57,6 +87,7 @@ void quantize_row_i8(int8_t *xq, float *xs, const float *x, int64_t K, int64_t G
     for (int64_t g = 0; g < K / G; g++) {
 #if PYINFER_X86
         if (isa >= ISA_AVX512 && G % 16 == 0) quantize_group_avx512(xq + g * G, xs + g, x + g * G, G);
+        else if (isa >= ISA_AVX2 && G % 8 == 0) quantize_group_avx2(xq + g * G, xs + g, x + g * G, G);
         else
 #endif
             quantize_group_scalar(xq + g * G, xs + g, x + g * G, G);
