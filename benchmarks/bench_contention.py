@@ -98,13 +98,15 @@ def serve_case(gen, num_requests: int):
 
 
 def measure(cases: dict, settings: tuple, repeats: int, condition: str, rows: list) -> None:
-    """Each case at each setting, the settings interleaved run by run (auto, 1, 2, auto, 1, 2, ...) so
-    that a change in the machine's load moves them alike; the median of ``repeats`` after a warm-up."""
+    """Each case at each setting, the settings interleaved run by run so that a change in the machine's
+    load moves them alike, their order rotated each round (auto, 1, 2; 1, 2, auto; 2, auto, 1; ...) so
+    that no setting always follows the same one (a 2-thread run beside a busy process leaves the cores
+    contended for a moment after it); the median of ``repeats`` after a warm-up."""
     for name, (unit, fn) in cases.items():
         values = {s: [] for s in settings}
         chosen, others = {}, {}
         for rep in range(repeats + 1):                    # rep 0: warm-up at every setting, not kept
-            for setting in settings:
+            for setting in settings[rep % len(settings):] + settings[:rep % len(settings)]:
                 chosen[setting] = set_threads(setting)    # auto: re-resolved now, as a new process would
                 monitor = CoreMonitor()
                 value = fn()
