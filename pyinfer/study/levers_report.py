@@ -21,7 +21,7 @@ def format_table(data: dict) -> str:
              f"{data['trace']['prompt_len']} (+{data['trace']['system_prompt_len']} shared on "
              f"{data['trace']['shared_fraction']:.0%}), output {data['trace']['output_len']}, seed {data['seed']}, greedy",
              f"{'lever':<44}{'tok/s':>8}{'x prev':>7}{'x first':>8}{'pred':>8}{'H100 pred':>10}"
-             f"{'TTFT p50/p99 ms':>17}{'TPOT p50/p99 ms':>17}{'$/M tok':>9}{'J/tok':>8}{'KL':>9}{'top-1':>7}{'accept':>8}"]
+             f"{'TTFT p50/p99 ms':>17}{'TPOT p50/p99 ms':>17}{'$/M tok':>10}{'mJ/tok':>9}{'KL':>9}{'top-1':>7}{'accept':>8}"]
     for r in data["levers"]:
         t, p = r["ttft_s"], r["tpot_s"]
         acc = r["spec"]["acceptance_rate"] if r.get("spec") else None
@@ -29,8 +29,9 @@ def format_table(data: dict) -> str:
             f"{r['lever'][:43]:<44}{r['output_tokens_per_s']:>8.0f}{r['factor_vs_previous']:>7.2f}"
             f"{r['factor_vs_first']:>8.2f}{r['predicted_tokens_per_s']:>8.0f}{r['predicted_hw_tokens_per_s']:>10.0f}"
             f"{1e3 * (t['p50'] or 0):>8.1f}/{1e3 * (t['p99'] or 0):<8.1f}{1e3 * (p['p50'] or 0):>8.2f}/"
-            f"{1e3 * (p['p99'] or 0):<8.2f}{_c(r['usd_per_m_output_tokens'], '.3g'):>9}"
-            f"{_c(r['joules_per_output_token'], '.3g'):>8}{_c(r['mean_kl_vs_f32'], '.4f'):>9}"
+            f"{1e3 * (p['p99'] or 0):<8.2f}{_c(r['usd_per_m_output_tokens'], '.3g'):>10}"
+            f"{_c(None if r['joules_per_output_token'] is None else 1e3 * r['joules_per_output_token'], '.3g'):>9}"
+            f"{_c(r['mean_kl_vs_f32'], '.4f'):>9}"
             f"{_c(r['top1_agreement_vs_f32'], '.3f'):>7}{_c(acc, '.3f') if r.get('spec') else '':>8}")
     lines.append("pred: this machine's roofline + one per-step overhead fitted on the first row's TPOT; H100 pred: "
                  f"expected kernels on {data['hw']} (CUDA graphs; speculative at the measured acceptance); KL / top-1: "
