@@ -446,7 +446,12 @@ static void gemm(float *out, const float *x, const weight_src_t *src, int64_t T,
             int64_t kc = MIN(KC, K - k0);
 #pragma omp for schedule(static)
             for (int64_t tb = 0; tb < t_blocks; tb++) pack_a(ap + tb * MR * kc, x, T, tb * MR, K, k0, kc, MR);
-#pragma omp for schedule(static)
+            /* panels handed out one at a time: a thread whose core is shared (another process, a noisy
+             * host) takes fewer, where a static split made the other wait for it at every K block
+             * (stories110M 128-token prefill, 2 threads beside a busy process: 0.46x -> 0.60x of 1
+             * thread; no change measured on a quiet machine). Each output tile is still summed over the
+             * K blocks in order by one thread at a time: the result does not depend on the split. */
+#pragma omp for schedule(dynamic, 1)
             for (int64_t p = 0; p < n_panels; p++) {
                 if (!bp) continue;
                 src->pack(bp, src, N, p * NR, K, k0, kc, NR);

@@ -81,3 +81,23 @@ def test_f32_gemm_matches_reference(c, isa, rng, M, N, K):
     got = c["matmul"](poisoned((M, N)), x, w)
     want = ref.matmul(poisoned((M, N)), x, w)
     assert_sum_close(got, want, np.abs(x) @ np.abs(w).T, rtol=SUM_RTOL, what=f"f32 M={M} N={N} K={K} ({isa})")
+
+
+@pytest.mark.parametrize("fmt", [None, "int8-g32", "int4-g32-a8", "int4-g64-zp"])
+def test_gemm_result_does_not_depend_on_the_thread_count(c, isa, rng, fmt):
+    """Panels are handed to threads dynamically; each output tile is still summed over the K blocks in
+    order, so 1, 2 and 3 threads give the same bits (K spans several 256-wide blocks, N ragged)."""
+    from pyinfer import threads
+    M, N, K = int(rng.integers(17, 70)), int(rng.integers(33, 150)), 64 * int(rng.integers(5, 12))
+    w, x = _inputs(rng, M, N, K)
+    name, args = ("matmul", (w,)) if fmt is None else (quantize(w, fmt).fmt.kernel, quantize(w, fmt).kernel_args())
+    before = threads.current()
+    outs = []
+    try:
+        for n in (1, 2, 3, 2):
+            threads.set_threads(n)
+            outs.append(c[name](poisoned((M, N)), x, *args))
+    finally:
+        threads.set_threads(before)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
