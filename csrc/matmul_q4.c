@@ -6,7 +6,8 @@
  * activation is permuted once per call into that order (nibble_order), so the unpacked weights feed
  * vpdpbusd (u8 nibbles x s8 activations) with no shuffles. AVX-512 (dig64_rows): 64-byte blocks, four
  * rows per pass sharing the activation loads, one convert and one FMA by per-lane group scales per block.
- * W4A8: activations int8 per group (quantize_row_i8), as llama.cpp's Q4_0 x Q8_0.
+ * W4A8: activations int8 per group (quantize_row_i8), as llama.cpp's Q4_0 x Q8_0; below AVX-512, from
+ * A8_DEQUANT_GEMM_MIN_T tokens, the float32 GEMM on dequantized weights and activations (gemm_a8_dequant).
  * W4A16: float activations as three base-256 digit planes (quant_act.c), float-exact sums; the AVX2 and
  * scalar bodies compute in float. (A vpermps 16-entry table lookup of nibbles -> floats was measured
  * at ~0.75x the speed of the digit planes: 8 permutes + 7 shifts per 128 weights on ports 0/5.) */

@@ -6,7 +6,9 @@
  *   q + 128 as an unsigned byte). Three vpdpbusd per 64 weights: far below the memory wall.
  * W8A8 (per-group scales s (N, K/G), activations to int8 per group at run time):
  *   out[t, n] = sum_g xs[t, g] s[n, g] sum_{k in g} xq[t, k] q[n, k], the integer dots on VNNI with the
- *   same offset trick; the -128 sum xq correction is folded into each accumulator's starting value. */
+ *   same offset trick; the -128 sum xq correction is folded into each accumulator's starting value.
+ *   Without VNNI (AVX2) the integer dots run on vpmaddubsw below A8_DEQUANT_GEMM_MIN_T tokens; from
+ *   there the float32 GEMM on dequantized weights and activations is faster (gemm_a8_dequant). */
 #include "common.h"
 #include "amx.h"
 

@@ -1,7 +1,9 @@
 """Turning logits into the next token as vLLM's sampler does, each request with its own generator:
 min_tokens mask, repetition / frequency / presence penalties, then greedy argmax, or temperature,
 min_p, top_k, top_p and a draw. Plain requests (no penalty, no min_p, no min_tokens) take the
-backend's argmax / softmax kernels; the rest runs here in numpy, which is the reference.
+backend's softmax kernel, and its argmax kernel unless the logits are a host float32 row (every
+backend's forward returns one): then numpy's argmax, the reference's own rule; the rest runs here in
+numpy, which is the reference.
 
 Temperatures below ``MIN_TEMPERATURE`` are greedy (as vLLM's sampler treats them): dividing by
 them overflows float32 (1e-38 made every backend's softmax pick garbage). Logits whose maximum is
