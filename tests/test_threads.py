@@ -170,3 +170,26 @@ def test_every_openmp_region_names_the_count():
     regions = [(p.name, line.strip()) for p in sorted(csrc.glob("*.[ch]")) for line in p.read_text().splitlines()
                if re.match(r"\s*#pragma omp parallel\b", line)]
     assert regions and [r for r in regions if "num_threads(" not in r[1]] == []
+
+
+def test_numba_kernels_take_the_count_in_every_python_thread(restore_threads):
+    """numba.set_num_threads belongs to the calling thread too: a Numba kernel run from a worker thread
+    took Numba's default (every core). Meaningful where Numba has more than one thread (CI: 2 cores)."""
+    import threading
+
+    import numba
+    import numpy as np
+
+    from pyinfer.ops import Ops
+    ops = Ops("numba")
+    threads.set_threads(1)
+    x = np.ones((2, 8), np.float32)
+    seen = []
+
+    def worker():
+        ops.rmsnorm(np.empty_like(x), x, np.ones(8, np.float32), 1e-5)
+        seen.append(numba.get_num_threads())
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1]
