@@ -142,6 +142,37 @@ void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H
     int64_t group = H / KVH, S_pad = cdiv(S, BK) * BK + BK, hd_pad = cdiv(hd, MR) * MR;
     int64_t nt = MAX(1, ROWS / group), n_blocks = cdiv(T, nt), Mp = cdiv(nt * group, NR) * NR;
     int64_t scratch_len = hd * Mp + BK * Mp + hd_pad * Mp + 4 * Mp;
+    int threads = parallel && T * S * hd * group >= PAR_MIN_WORK ? pyinfer_num_threads() : 1;
+    if (threads > 1 && KVH >= 2 * threads) {
+        /* KV heads across threads, each packing its own head's K / V: with one query block per 64 rows
+         * the loop below gives a 128-token prompt two blocks of unequal (causal) work per head and a
+         * serial pack between them (stories110M, 2 threads: no faster than 1). Same blocks, same sums. */
+#pragma omp parallel num_threads(threads)
+        {
+            float *tkp = malloc((size_t)(S_pad * hd) * sizeof(float));
+            float *tvp = malloc((size_t)(hd_pad * S_pad) * sizeof(float));
+            float *scratch = malloc((size_t)scratch_len * sizeof(float));
+            flash_args_t a = {T, S, H, hd, hd_pad, group, S_pad, MAX(0, window), scale, tkp, tvp, micro, MR, NR};
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t kvh = 0; kvh < KVH; kvh++) {
+                if (!tkp || !tvp || !scratch) continue;
+                pack_kv(tkp, tvp, src_heads + kvh, S, S_pad, hd, hd_pad, MR);
+                for (int64_t ib = n_blocks - 1; ib >= 0; ib--) {
+                    int64_t t0 = ib * nt, cnt = MIN(nt, T - t0);
+#if PYINFER_X86
+                    if (isa >= ISA_AVX512) flash_block_avx512(out, q, &a, kvh, t0, cnt, scratch);
+                    else if (isa >= ISA_AVX2) flash_block_avx2(out, q, &a, kvh, t0, cnt, scratch);
+                    else
+#endif
+                        flash_block_scalar(out, q, &a, kvh, t0, cnt, scratch);
+                }
+            }
+            free(tkp);
+            free(tvp);
+            free(scratch);
+        }
+        return;
+    }
     float *kp = malloc((size_t)(S_pad * hd) * sizeof(float));
     float *vp = malloc((size_t)(hd_pad * S_pad) * sizeof(float));
     if (!kp || !vp) goto done;

@@ -179,3 +179,24 @@ def test_paged_decode_refuses_out_overlapping_an_input(c, rng, alias):
         c["paged_decode_attention"](out, q, kc, vc, tables, lens, 0.35)
     for k, v in inputs.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("T,S,KVH,group,hd", [(130, 130, 6, 1, 32), (70, 200, 8, 2, 16), (64, 64, 4, 1, 64)])
+def test_prefill_heads_across_threads(c, isa, rng, threads, T, S, KVH, group, hd):
+    """With KV heads >= 2 x threads the flash prefill shares heads, not query blocks, among threads:
+    the reference's result at every thread count, and the same bits as one thread."""
+    H = KVH * group
+    q = rng.standard_normal((T, H, hd)).astype(np.float32)
+    k, v = (rng.standard_normal((S, KVH, hd)).astype(np.float32) for _ in range(2))
+    scale = 1 / np.sqrt(hd)
+    before = c_cpu.num_threads()
+    try:
+        c_cpu.set_num_threads(1)
+        one = c["attention_prefill"](poisoned(q.shape), q, k, v, scale)
+        c_cpu.set_num_threads(threads)
+        got = c["attention_prefill"](poisoned(q.shape), q, k, v, scale)
+    finally:
+        c_cpu.set_num_threads(before)
+    np.testing.assert_allclose(got, ref.attention_prefill(poisoned(q.shape), q, k, v, scale), rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(got, one)
