@@ -21,6 +21,7 @@ the machine named.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -99,14 +100,16 @@ def serve_case(gen, num_requests: int):
 
 def measure(cases: dict, settings: tuple, repeats: int, condition: str, rows: list) -> None:
     """Each case at each setting, the settings interleaved run by run so that a change in the machine's
-    load moves them alike, their order rotated each round (auto, 1, 2; 1, 2, auto; 2, auto, 1; ...) so
-    that no setting always follows the same one (a 2-thread run beside a busy process leaves the cores
-    contended for a moment after it); the median of ``repeats`` after a warm-up."""
+    load moves them alike, in a different order each round (the orderings of the settings in turn, so
+    over 6 rounds each setting follows each other one equally often: a run right after a 2-thread run
+    beside a busy process was slower, measured, and rotating alone still put ``auto`` after ``2`` in 4
+    of 5 rounds); the median of ``repeats`` after a warm-up."""
+    orders = list(itertools.permutations(settings))
     for name, (unit, fn) in cases.items():
         values = {s: [] for s in settings}
         chosen, others = {}, {}
         for rep in range(repeats + 1):                    # rep 0: warm-up at every setting, not kept
-            for setting in settings[rep % len(settings):] + settings[:rep % len(settings)]:
+            for setting in orders[rep % len(orders)]:
                 chosen[setting] = set_threads(setting)    # auto: re-resolved now, as a new process would
                 monitor = CoreMonitor()
                 value = fn()
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--busy-limit", type=float, default=600.0, help="the busy loop exits after this many seconds")
     ap.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/contention-<machine>-<date>.json)")
     args = ap.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else 3)
+    repeats = args.repeats or (2 if args.quick else 6)
     n_decode = 16 if args.quick else 32
     from pyinfer.api import load
     from pyinfer.kernels import c_cpu
