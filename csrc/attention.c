@@ -134,6 +134,17 @@ static void flash_block_scalar(float *out, const float *q, const flash_args_t *A
     flash_block(out, q, A, kvh, t0, nt, scratch);
 }
 
+static void flash_block_isa(int isa, float *out, const float *q, const flash_args_t *A, int64_t kvh, int64_t t0,
+                            int64_t nt, float *scratch) {
+#if PYINFER_X86
+    if (isa >= ISA_AVX512) flash_block_avx512(out, q, A, kvh, t0, nt, scratch);
+    else if (isa >= ISA_AVX2) flash_block_avx2(out, q, A, kvh, t0, nt, scratch);
+    else
+#endif
+        flash_block_scalar(out, q, A, kvh, t0, nt, scratch);
+    (void)isa;
+}
+
 void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H, int64_t KVH, int64_t hd,
                      float scale, const kv_source_t *src_heads, int parallel, int64_t window) {
     if (T <= 0 || H <= 0 || hd <= 0) return;
@@ -159,12 +170,7 @@ void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H
                 pack_kv(tkp, tvp, src_heads + kvh, S, S_pad, hd, hd_pad, MR);
                 for (int64_t ib = n_blocks - 1; ib >= 0; ib--) {
                     int64_t t0 = ib * nt, cnt = MIN(nt, T - t0);
-#if PYINFER_X86
-                    if (isa >= ISA_AVX512) flash_block_avx512(out, q, &a, kvh, t0, cnt, scratch);
-                    else if (isa >= ISA_AVX2) flash_block_avx2(out, q, &a, kvh, t0, cnt, scratch);
-                    else
-#endif
-                        flash_block_scalar(out, q, &a, kvh, t0, cnt, scratch);
+                    flash_block_isa(isa, out, q, &a, kvh, t0, cnt, scratch);
                 }
             }
             free(tkp);
@@ -186,12 +192,7 @@ void flash_attention(float *out, const float *q, int64_t T, int64_t S, int64_t H
             for (int64_t ib = n_blocks - 1; ib >= 0; ib--) {      /* longest (latest) blocks first */
                 if (!scratch) continue;
                 int64_t t0 = ib * nt, cnt = MIN(nt, T - t0);
-#if PYINFER_X86
-                if (isa >= ISA_AVX512) flash_block_avx512(out, q, &args, kvh, t0, cnt, scratch);
-                else if (isa >= ISA_AVX2) flash_block_avx2(out, q, &args, kvh, t0, cnt, scratch);
-                else
-#endif
-                    flash_block_scalar(out, q, &args, kvh, t0, cnt, scratch);
+                flash_block_isa(isa, out, q, &args, kvh, t0, cnt, scratch);
             }
             free(scratch);
         }
