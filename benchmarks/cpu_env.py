@@ -9,24 +9,10 @@ import time
 
 import numpy as np
 
+from pyinfer.threads import openblas
+
 # OpenBLAS tuning variables that slow numpy here; the benchmark runs without them (recorded).
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-def _openblas():
-    """ctypes handle of the OpenBLAS numpy loaded, with its symbol prefix, or None."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and line.strip().endswith(".so")}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_openblas_", "openblas_", "scipy_openblas64_"):
-            for suffix in ("64_", ""):
-                if hasattr(lib, f"{prefix}set_num_threads{suffix}"):
-                    return lib, prefix, suffix
-    return None
 
 
 def blas_info() -> dict:
@@ -36,7 +22,7 @@ def blas_info() -> dict:
         return {"source": "threadpoolctl", "pools": threadpool_info()}
     except ImportError:
         pass
-    found = _openblas()
+    found = openblas()
     if not found:
         return {"source": "none", "note": "no OpenBLAS found in this process"}
     lib, p, s = found
@@ -57,7 +43,7 @@ class Threads:
             from threadpoolctl import ThreadpoolController
             self._tpc = ThreadpoolController()
         except ImportError:
-            self._blas = _openblas()
+            self._blas = openblas()
 
     def set(self, n: int) -> None:
         if self._tpc is not None:
