@@ -1,9 +1,8 @@
 """Turning logits into the next token as vLLM's sampler does, each request with its own generator:
 min_tokens mask, repetition / frequency / presence penalties, then greedy argmax, or temperature,
 min_p, top_k, top_p and a draw. Plain requests (no penalty, no min_p, no min_tokens) take the
-backend's softmax kernel, and its argmax kernel unless the logits are a host float32 row (every
-backend's forward returns one): then numpy's argmax, the reference's own rule; the rest runs here in
-numpy, which is the reference.
+backend's softmax kernel, greedy ones numpy's argmax (the reference's own rule, on the host logits
+every backend's forward returns); the rest runs here in numpy, which is the reference.
 
 Temperatures below ``MIN_TEMPERATURE`` are greedy (as vLLM's sampler treats them): dividing by
 them overflows float32 (1e-38 made every backend's softmax pick garbage). Logits whose maximum is
@@ -103,25 +102,19 @@ class Sampler:
         tokens so far (penalties and min_tokens read them). ``where`` (e.g. "step 7, request 3") goes
         into the NonFiniteLogitsError raised for logits without a finite maximum."""
         p = self.params
+        row = np.ascontiguousarray(logits, dtype=np.float32)                   # (V,), no copy for host float32
         masked = p.min_tokens > 0 and len(output_ids) < p.min_tokens and p.stop_token_ids
-        if self.is_greedy and not (self.has_penalties or masked) and type(logits) is np.ndarray \
-                and logits.dtype == np.float32 and logits.ndim == 1:
-            # host logits: numpy's argmax is the reference's (first maximum, NaN wins); a kernel call's
-            # argument checks cost more than the scan of a small vocabulary (stories260K: 4 vs 0.4 us)
-            token = int(logits.argmax())
-            check_logits_max(logits[token], logits, where)
-            return token
-        row = np.ascontiguousarray(logits, dtype=np.float32)[None, :]          # (1, V)
         if self.has_penalties or masked or (p.min_p > 0 and not self.is_greedy):
-            return self._sample_reference(row[0], where, prompt_ids, output_ids, masked)
+            return self._sample_reference(row, where, prompt_ids, output_ids, masked)
         if self.is_greedy:
-            out = np.empty(1, np.int64)
-            token = int(self.ops.argmax(out, row)[0])
-            check_logits_max(row[0, token], row, where)
+            # numpy's argmax is the reference's rule (first maximum, NaN wins); a kernel call's argument
+            # checks cost more than the scan of a small vocabulary (stories260K: 4 vs 0.4 us)
+            token = int(row.argmax())
+            check_logits_max(row[token], row, where)
             return token
         check_logits_max(row.max(), row, where)
-        probs = np.empty_like(row)
-        self.ops.softmax(probs, row, p.temperature)
+        probs = np.empty((1, row.shape[0]), np.float32)                         # (1, V)
+        self.ops.softmax(probs, row[None, :], p.temperature)
         return self._draw(probs[0].astype(np.float64))
 
     def _draw(self, probs: np.ndarray) -> int:
