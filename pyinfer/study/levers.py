@@ -247,8 +247,7 @@ def summary_json(gen, args, res: dict, device_here, device_hw, name: str, busy: 
                       device_here.price_basis,
                       "watts_from": "--watts" if args.watts is not None else
                       "catalog (pyinfer.analysis.catalog_cpu)" if watts is not None else "unknown",
-                      "source": device_here.source[device_here.source.find("price: "):] if "price: " in device_here.source
-                      else None,
+                      "source": device_here.source,
                       "note": None if usd is not None and watts is not None else
                       "this CPU generation has no price or power in pyinfer.analysis.catalog_cpu: pass "
                       "--usd-per-hour and --watts for $ and J per token"},
