@@ -24,16 +24,22 @@ INLINE const float *kv_row(const kv_source_t *src, const float *base, int64_t s)
     return base + (blk * src->block_size + s % src->block_size) * src->stride;
 }
 
-/* kp (S_pad / MR, hd, MR): key panels; vp (hd_pad / MR, S_pad, MR): value panels; zero padded */
+/* kp (S_pad / MR, hd, MR): key panels; vp (hd_pad / MR, S_pad, MR): value panels; zero padded. Only the
+ * padding is cleared and no index is divided in the inner loops: a short query block (a decode's
+ * verification rows) costs about the pack, which the old full memset and per-element `d / MR` made
+ * ~10x the attention itself (stories110M, 16 sequences of 1 row at context 120: 9.2 ms a call). */
 static void pack_kv(float *kp, float *vp, const kv_source_t *src, int64_t S, int64_t S_pad, int64_t hd,
                     int64_t hd_pad, int MR) {
-    memset(kp, 0, (size_t)(S_pad * hd) * sizeof(float));
-    memset(vp, 0, (size_t)(hd_pad * S_pad) * sizeof(float));
+    int64_t s_full = S / MR * MR;                                  /* the panel holding key S on: padding */
+    memset(kp + s_full * hd, 0, (size_t)((S_pad - s_full) * hd) * sizeof(float));
+    for (int64_t dp = 0; dp < hd_pad; dp += MR)                   /* keys S.. of every value panel */
+        memset(vp + dp * S_pad + S * MR, 0, (size_t)((S_pad - S) * MR) * sizeof(float));
     for (int64_t s = 0; s < S; s++) {
         const float *kr = kv_row(src, src->k, s), *vr = kv_row(src, src->v, s);
-        float *kpanel = kp + (s / MR) * hd * MR + s % MR;
+        float *kpanel = kp + (s / MR) * hd * MR + s % MR, *vrow = vp + s * MR;
         for (int64_t d = 0; d < hd; d++) kpanel[d * MR] = kr[d];
-        for (int64_t d = 0; d < hd; d++) vp[(d / MR) * S_pad * MR + s * MR + d % MR] = vr[d];
+        for (int64_t dp = 0; dp < hd_pad; dp += MR)
+            for (int64_t i = 0; i < MR; i++) vrow[dp * S_pad + i] = dp + i < hd ? vr[dp + i] : 0.0f;
     }
 }
 

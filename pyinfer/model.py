@@ -9,11 +9,12 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from .config import CacheConfig
+from .config import ROWWISE_MAX_Q, CacheConfig
 from .kv_cache import BatchMetadata, PagedKVCache
 from .ops import Ops
 from .rope import rope_inv_freq
 from .weights import LayerWeights, ModelWeights
+
 
 
 def linear(ops: Ops, out, x, w):
@@ -49,6 +50,19 @@ def _unchecked_weights(config, emb, layers, norm, output) -> ModelWeights:
     return w
 
 
+def _rowwise(batch: BatchMetadata, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of sequences ``seqs`` (B_dec,) as independent decode queries: their rows in the batch
+    (R,), a block table per row (R, max_blocks) and each row's context length (R,), the keys up to and
+    including its own position."""
+    cu, q = batch.cu_seqlens_q, batch.q_lens[seqs]                                 # (B + 1,), (B_dec,)
+    if (q == 1).all():
+        return cu[seqs], batch.block_tables[seqs], batch.context_lens[seqs]
+    rows = np.concatenate([np.arange(cu[b], cu[b + 1]) for b in seqs])             # (R,)
+    tables = np.repeat(batch.block_tables[seqs], q, axis=0)
+    lens = np.repeat(batch.context_lens[seqs].astype(np.int64) - cu[seqs + 1], q) + rows + 1
+    return rows, tables, lens.astype(batch.context_lens.dtype)
+
+
 class Model:
     def __init__(self, weights: ModelWeights, ops: Ops | None = None):
         self.ops = ops if ops is not None else Ops("numpy")
@@ -70,13 +84,22 @@ class Model:
             cache.k, cache.v = self.ops.arrays.from_numpy(cache.k), self.ops.arrays.from_numpy(cache.v)
         return cache
 
-    def forward(self, batch: BatchMetadata, cache: PagedKVCache, all_logits: bool = False) -> np.ndarray:
-        """Logits (B, vocab) float32 numpy for each sequence's last new token, or (T, vocab) for every one."""
+    def forward(self, batch: BatchMetadata, cache: PagedKVCache, all_logits: bool = False,
+                logit_rows: np.ndarray | None = None) -> np.ndarray:
+        """Logits (B, vocab) float32 numpy for each sequence's last new token, or (T, vocab) for every one
+        (``all_logits``), or (R, vocab) for the token rows ``logit_rows`` (R,) of the batch, in that order
+        (the engine asks for a verifying sequence's last k + 1 rows and the others' last one; R may be 0)."""
         c, w, ops, A = self.config, self.weights, self.ops, self.ops.arrays
         T, D, H, KVH, hd = len(batch.tokens), c.dim, c.n_heads, c.n_kv_heads, c.head_dim
         if T == 0:
             raise ValueError("empty batch")
-        if self.decode_plan is not None and T == len(batch.cu_seqlens_q) - 1 \
+        if logit_rows is not None:
+            logit_rows = np.asarray(logit_rows)
+            if all_logits or logit_rows.ndim != 1 or (logit_rows.size and (
+                    not np.issubdtype(logit_rows.dtype, np.integer) or logit_rows.min() < 0 or logit_rows.max() >= T)):
+                raise ValueError(f"logit_rows must be a flat array of row indices in [0, {T}) and exclude all_logits")
+            logit_rows = logit_rows.astype(np.int64)
+        if logit_rows is None and self.decode_plan is not None and T == len(batch.cu_seqlens_q) - 1 \
                 and batch.cu_seqlens_q.tolist() == list(range(T + 1)):         # every sequence decodes one token
             logits = A.empty((T, c.vocab_size))                                 # (B, vocab); ids checked in C
             ops.decode_step(logits, batch.tokens, batch.positions, batch.slot_mapping, batch.block_tables,
@@ -90,15 +113,23 @@ class Model:
         if q_lens.min() < 1 or batch.cu_seqlens_q[0] != 0 or batch.cu_seqlens_q[-1] != T:
             raise ValueError(f"cu_seqlens_q {batch.cu_seqlens_q.tolist()} must rise from 0 to the {T} tokens "
                              "by at least 1 per sequence (a sequence without new tokens has no logits)")
-        decode_seqs = np.flatnonzero(q_lens == 1)               # sequences with one new token
-        prefill_seqs = np.flatnonzero(q_lens != 1)
-        decode_rows = batch.cu_seqlens_q[decode_seqs]           # (B_dec,) their rows in T
-        prefill_rows = np.concatenate([np.arange(batch.cu_seqlens_q[b], batch.cu_seqlens_q[b + 1])
-                                       for b in prefill_seqs]) if len(prefill_seqs) else np.zeros(0, np.int64)
+        cu = batch.cu_seqlens_q                                 # (B + 1,)
+        decode_seqs = np.flatnonzero(q_lens <= ROWWISE_MAX_Q)   # sequences whose rows attend as decodes
+        prefill_seqs = np.flatnonzero(q_lens > ROWWISE_MAX_Q)
+        decode_rows, dec_tables, dec_lens = _rowwise(batch, decode_seqs)
+        if self.decode_plan is not None and not len(prefill_seqs):
+            # every row is a decode row (verification rows included): the fused step runs them all, writing
+            # every row's K/V before any row attends, each row over the keys up to its own position
+            logits = A.empty((T, c.vocab_size))                                 # (T, vocab)
+            ops.decode_step(logits, batch.tokens, batch.positions, batch.slot_mapping, dec_tables, dec_lens,
+                            cache.k, cache.v, self.decode_plan)
+            rows = logit_rows if logit_rows is not None else np.arange(T) if all_logits else cu[1:] - 1
+            return A.to_numpy(logits)[rows]
+        prefill_rows = np.concatenate([np.arange(cu[b], cu[b + 1]) for b in prefill_seqs]) \
+            if len(prefill_seqs) else np.zeros(0, np.int64)
         # step metadata, moved to the backend once per forward
         tokens, positions, slots = (A.from_numpy(a) for a in (batch.tokens, batch.positions, batch.slot_mapping))
-        dec = [A.from_numpy(a) for a in (decode_rows, batch.block_tables[decode_seqs],
-                                         batch.context_lens[decode_seqs])]
+        dec = [A.from_numpy(a) for a in (decode_rows, dec_tables, dec_lens)]
         pre = [A.from_numpy(a) for a in (prefill_rows, batch.block_tables[prefill_seqs],
                                          np.concatenate([[0], np.cumsum(q_lens[prefill_seqs])]).astype(np.int64),
                                          batch.context_lens[prefill_seqs])]
@@ -138,7 +169,7 @@ class Model:
             ops.kv_cache_write(k_cache, v_cache, k.reshape(T, KVH, hd), v.reshape(T, KVH, hd), slots)
             q3 = q.reshape(T, H, hd)
             if len(decode_seqs):
-                out_dec = A.empty((len(decode_seqs), H, hd))
+                out_dec = A.empty((len(decode_rows), H, hd))
                 ops.paged_decode_attention(out_dec, q3[dec[0]], k_cache, v_cache, dec[1], dec[2], scale, *window)
                 attn[dec[0]] = out_dec
             if len(prefill_seqs):
@@ -155,7 +186,10 @@ class Model:
             linear(ops, o, gate, lw.w2)
             ops.add(x, x, o)
 
-        rows = np.arange(T) if all_logits else batch.cu_seqlens_q[1:] - 1    # (B,) last row per sequence
+        rows = logit_rows if logit_rows is not None else np.arange(T) if all_logits else \
+            batch.cu_seqlens_q[1:] - 1                                       # (R,); by default the last per sequence
+        if len(rows) == 0:
+            return np.zeros((0, c.vocab_size), np.float32)
         xl = x[A.from_numpy(rows)]                                           # (B or T, D), a copy
         hl = A.empty(xl.shape)
         ops.rmsnorm(hl, xl, w.norm, c.norm_eps)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import op_costs
-from ..config import ModelConfig
+from ..config import ROWWISE_MAX_Q, ModelConfig
 from ..quant import get_format
 from .cost import Cost
 
@@ -179,8 +179,10 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
     T, B, D, H, KVH, hd, F = sum(q_lens), len(q_lens), c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.hidden_dim
     context_lens = np.array([q + k for q, k in zip(q_lens, cached)], dtype=np.int32)   # (B,)
     max_blocks = int(max(-(-n // block_size) for n in context_lens))
-    dec = [b for b in range(B) if q_lens[b] == 1]
-    pre = [b for b in range(B) if q_lens[b] != 1]
+    dec = [b for b in range(B) if q_lens[b] <= ROWWISE_MAX_Q]           # their rows attend as decodes
+    pre = [b for b in range(B) if q_lens[b] > ROWWISE_MAX_Q]
+    dec_lens = np.array([context_lens[b] - q_lens[b] + 1 + j for b in dec for j in range(q_lens[b])],
+                        dtype=np.int32)                                    # (R_dec,) each row's keys
     T_pre = sum(q_lens[b] for b in pre)
     kv_blocks = -(-int(context_lens.sum()) // block_size)                # a pool just big enough
     k_cache = _stand_in((kv_blocks, block_size, KVH, hd), kv)
@@ -212,9 +214,9 @@ def step_cost(config: ModelConfig, q_lens: Sequence[int], cached: Sequence[int],
         k3 = S((T, KVH, hd), act)
         add("kv_cache_write", "kv_write", layer, op_costs.kv_cache_write(k_cache, k_cache, k3, k3, S((T,), idx)))
         if dec:
-            out = S((len(dec), H, hd), act)
+            out = S((len(dec_lens), H, hd), act)
             add("paged_decode_attention", "attention", layer, op_costs.paged_decode_attention(
-                out, out, k_cache, k_cache, S((len(dec), max_blocks), np.int32), context_lens[dec], 0.0, *window))
+                out, out, k_cache, k_cache, S((len(dec_lens), max_blocks), np.int32), dec_lens, 0.0, *window))
         if pre:
             out = S((T_pre, H, hd), act)
             cu = np.zeros(len(pre) + 1, dtype=np.int64)                      # (B_pre + 1,)
