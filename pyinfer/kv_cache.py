@@ -299,8 +299,13 @@ class PagedKVCache:
         del table[keep:]
         self.seq_lens[seq_id] = length
         if seq_id in self.seq_tokens:
+            if self._saved is not None:                  # inside a transaction these lists shrink: keep
+                for saved, live in ((self._saved[2], self.seq_tokens), (self._saved[3], self.seq_hashes)):
+                    lst, n = saved.get(seq_id, (None, 0))    # their begin() contents for rollback
+                    if lst is not None and lst is live.get(seq_id):
+                        saved[seq_id] = (lst[:n], n)     # a copy, no longer the live list
             del self.seq_tokens[seq_id][length:]
-            del self.seq_hashes[seq_id][length // self.block_size:]
+            del self.seq_hashes.setdefault(seq_id, [])[length // self.block_size:]
 
     # ---- transactions ---------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class PagedKVCache:
         self.block_tables, self.seq_lens, tokens, hashes, self.peak_blocks_in_use = saved
         for saved_lists in (tokens, hashes):
             for lst, n in saved_lists.values():
-                del lst[n:]                              # the lists only grow within a step
+                del lst[n:]                              # live lists only grew; truncated ones were copied
         self.seq_tokens = {s: lst for s, (lst, _) in tokens.items()}
         self.seq_hashes = {s: lst for s, (lst, _) in hashes.items()}
 

@@ -3,8 +3,12 @@ prefix caching on and off), requests arriving between steps with random prompts 
 prefixes), lengths and sampling parameters, random aborts, preemption, and failures injected into
 random steps (a kernel error, MemoryError or KeyboardInterrupt at a random op call or cache change).
 
+Half the runs speculate (a draft model: the first layer or the model itself, 1-4 tokens a round).
+
 Checked after every run: every request not aborted finishes exactly once, with the output it has run
-alone (batch-invariant mode, so seeded sampling too is bit-exact); no block leaks. The seed is
+alone (batch-invariant mode, so seeded sampling too is bit-exact; a sampled request that speculated
+draws differently, so its output is checked against the stop and length rules instead); no block
+leaks in either KV cache. The seed is
 printed; PYINFER_SEED=... replays a failure, PYINFER_FUZZ_ITERS=N runs longer (default 8 runs of
 ~30 requests here; e.g. PYINFER_FUZZ_ITERS=200 for a local soak of a few minutes)."""
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from pyinfer.config import ModelConfig, SamplingParams
 from pyinfer.engine import Engine, EngineConfig
+from pyinfer.engine.speculative import layer_draft
 from pyinfer.model import Model
 from pyinfer.ops import REGISTRY
 from pyinfer.weights import random_weights
@@ -51,11 +56,13 @@ def arm_faults(engine, rng, rate):
                 raise kinds[int(rng.integers(3))]("injected")
             return fn(*a, **k)
         return wrapped
+    models = [engine.model] + ([engine.speculator.draft] if engine.speculator else [])
     for name in REGISTRY:
-        setattr(engine.model.ops, name, wrap(getattr(engine.model.ops, name)))
-    for obj, names in ((engine.cache, ("prepare", "free", "register_full_blocks")),
-                       (engine.cache.manager, ("allocate", "release", "register")),
-                       (engine.scheduler, ("schedule", "finish"))):
+        for m in models:
+            setattr(m.ops, name, wrap(getattr(m.ops, name)))
+    for obj, names in [(c, ("prepare", "free", "register_full_blocks", "truncate")) for c in engine._caches()] + \
+                      [(c.manager, ("allocate", "release", "register")) for c in engine._caches()] + \
+                      [(engine.scheduler, ("schedule", "finish"))]:
         for name in names:
             setattr(obj, name, wrap(getattr(obj, name)))
 
@@ -64,10 +71,13 @@ def one_run(model, rng, alone_cache):
     bs = int(rng.choice([1, 2, 3, 4, 7, 16, 64, 256]))
     roomy = rng.random() < 0.3
     need = -(-CFG.max_seq_len // bs)                             # one full-context request must fit
+    speculative = rng.random() < 0.5           # a draft: the model's first layer, or the model itself
+    draft = (layer_draft(model, [0]) if rng.random() < 0.7 else model) if speculative else None
     config = EngineConfig(block_size=bs, num_blocks=need * (8 if roomy else int(rng.integers(1, 3))),
                           max_num_seqs=int(rng.integers(1, 9)), max_num_batched_tokens=int(rng.integers(8, 65)),
-                          enable_prefix_caching=bool(rng.random() < 0.7), batch_invariant=True)
-    engine = Engine(model, config=config)
+                          enable_prefix_caching=bool(rng.random() < 0.7), batch_invariant=True,
+                          num_speculative_tokens=int(rng.integers(1, 5)) if speculative else 0)
+    engine = Engine(model, config=config, draft_model=draft)
     arm_faults(engine, rng, rate=float(rng.choice([0.0, 0.002, 0.01])))
     prefixes = [[1] + [int(t) for t in rng.integers(3, 64, int(rng.integers(1, 3)) * bs)] for _ in range(3)]
     n_requests = int(rng.integers(10, 40))
@@ -95,9 +105,17 @@ def one_run(model, rng, alone_cache):
             assert out.request_id not in outputs and out.request_id not in aborted
             outputs[out.request_id] = out
     assert set(outputs) | aborted == set(requests) and not set(outputs) & aborted
-    assert engine.cache.blocks_in_use() == 0 and not engine.cache.manager.ref_counts.any()
+    for c in engine._caches():
+        assert c.blocks_in_use() == 0 and not c.manager.ref_counts.any()
     for rid, out in outputs.items():
         prompt, params = requests[rid]
+        if speculative and params.temperature > 0:   # another draw than the plain engine's: check the rules
+            ids, reason = out.output_ids, out.finish_reason      # a stop token is its last id, unless EOS (1, 2)
+            assert len(ids) <= params.max_tokens and all(0 <= t < CFG.vocab_size and t not in (1, 2) for t in ids), (rid, ids)
+            assert not set(ids[:-1]) & set(params.stop_token_ids), f"request {rid} went on past a stop token"
+            assert (reason == "stop") == out.outputs[0].ended_on_token, (rid, ids, reason)
+            assert reason == "stop" or len(ids) == params.max_tokens or len(prompt) + len(ids) > CFG.max_seq_len
+            continue
         key = (tuple(prompt), params)
         if key not in alone_cache:
             alone = Engine(model, config=EngineConfig(max_num_seqs=1, block_size=16, batch_invariant=True,
@@ -107,8 +125,10 @@ def one_run(model, rng, alone_cache):
             alone_cache[key] = (want.output_ids, want.finish_reason)
         assert (out.output_ids, out.finish_reason) == alone_cache[key], \
             f"request {rid} {prompt} {params} differs from its run alone (block_size {bs})"
+    spec = engine.stats()["speculative"]
     return dict(block_size=bs, requests=n_requests, aborted=len(aborted), failures=failures,
-                preemptions=engine.stats()["preemptions"], prefix_hits=engine.stats()["prefix_hit_tokens"])
+                preemptions=engine.stats()["preemptions"], prefix_hits=engine.stats()["prefix_hit_tokens"],
+                speculative_rounds=spec["rounds"] if spec else 0, accepted_drafts=spec["accepted"] if spec else 0)
 
 
 def test_engine_fuzz(seed):

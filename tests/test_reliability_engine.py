@@ -1,5 +1,6 @@
 """An engine step is a transaction (issue #12, D1): a failure injected at every point of a prefill,
-a chunked prefill, a decode and a preemption step leaves the engine exactly as before the step, the
+a chunked prefill, a decode (plain, and speculative: a draft model's passes and the verification) and a
+preemption step leaves the engine exactly as before the step, the
 exception reaches the caller, and every request then finishes with the output it has alone (greedy,
 batch-invariant mode: bit-exact); a new request with the same prompt afterwards too, so the prefix
 cache holds only K/V that was written. A request whose own logits are NaN ends with "error"."""
@@ -11,6 +12,7 @@ import pytest
 from pyinfer.config import ModelConfig, SamplingParams
 from pyinfer.engine import Engine, EngineConfig
 from pyinfer.engine.scheduler import Scheduler
+from pyinfer.engine.speculative import layer_draft
 from pyinfer.kv_cache import BlockManager, PagedKVCache
 from pyinfer.model import Model
 from pyinfer.ops import REGISTRY
@@ -50,7 +52,7 @@ class Faults:
 @pytest.fixture
 def faults(monkeypatch):
     f = Faults()
-    for cls, names in ((PagedKVCache, ("prepare", "register_full_blocks", "free")),
+    for cls, names in ((PagedKVCache, ("prepare", "register_full_blocks", "free", "truncate", "match_prefix")),
                        (BlockManager, ("allocate", "release", "register", "share")),
                        (Scheduler, ("schedule", "finish")), (Sampler, ("sample",))):
         for name in names:
@@ -58,11 +60,17 @@ def faults(monkeypatch):
     return f
 
 
-def make_engine(model, faults=None, **overrides):
-    engine = Engine(model, config=EngineConfig(**{**ENGINE, **overrides}))
+def make_engine(model, faults=None, draft=None, **overrides):
+    """draft: speculative decoding with this draft model, 3 tokens a round (its ops wrapped too), on a
+    smaller pool (verification rounds finish the workload in fewer steps: it must still preempt)."""
+    spec = {"num_speculative_tokens": 3, "num_blocks": 9} if draft is not None else {}
+    config = EngineConfig(**{**ENGINE, **spec, **overrides})
+    engine = Engine(model, config=config, draft_model=draft)
     if faults is not None:
+        models = [engine.model] + ([engine.speculator.draft] if engine.speculator else [])
         for name in REGISTRY:
-            setattr(engine.model.ops, name, faults.wrap(getattr(engine.model.ops, name)))
+            for m in models:
+                setattr(m.ops, name, faults.wrap(getattr(m.ops, name)))
     return engine
 
 
@@ -76,16 +84,24 @@ def workload(rng):
 
 
 def fingerprint(engine):
-    """Everything a step may change, except prefix entries of free blocks (a failed step may drop
-    those: checked separately)."""
-    c, m, s = engine.cache, engine.cache.manager, engine.scheduler
+    """Everything a step may change, except prefix entries: a failed step may drop some (a free block's
+    it evicted, or an owned block's it wrote in place, e.g. the partial block a speculative round
+    truncated), never add or change one; run_with_failure checks that separately."""
+    s = engine.scheduler
     seqs = [(q.seq_id, q.status, list(q.token_ids), q.num_computed_tokens, q.num_preemptions, q.finish_reason,
-             len(q.token_times_s), q.num_prefill_chunks, q.num_cached_tokens) for q in s.waiting + s.running]
-    owned = {b: (m.hash_of.get(b), int(m.ref_counts[b])) for b in range(m.num_blocks) if m.ref_counts[b] > 0}
-    free = sorted(set(m.free_ids) | set(m.cached_free))
-    return (seqs, {k: list(v) for k, v in c.block_tables.items()}, dict(c.seq_lens),
-            {k: list(v) for k, v in c.seq_tokens.items()}, {k: list(v) for k, v in c.seq_hashes.items()},
-            owned, free, engine.num_steps, s.num_preemptions, s.num_cut_prefills, s.prefix_hit_tokens)
+             len(q.token_times_s), q.num_prefill_chunks, q.num_cached_tokens, q.num_draft_computed)
+            for q in s.waiting + s.running]
+    caches = []
+    for c in engine._caches():                     # the model's, and the draft's when speculating
+        m = c.manager
+        owned = {b: int(m.ref_counts[b]) for b in range(m.num_blocks) if m.ref_counts[b] > 0}
+        free = sorted(set(m.free_ids) | set(m.cached_free))
+        caches.append(({k: list(v) for k, v in c.block_tables.items()}, dict(c.seq_lens),
+                       {k: list(v) for k, v in c.seq_tokens.items()}, {k: list(v) for k, v in c.seq_hashes.items()},
+                       owned, free))
+    spec = engine.stats()["speculative"]
+    return (seqs, caches, engine.num_steps, s.num_preemptions, s.num_cut_prefills, s.prefix_hit_tokens,
+            None if spec is None else {k: v for k, v in spec.items() if v == v})       # NaN != NaN
 
 
 def run_with_failure(engine, requests, faults, target, kind):
@@ -94,26 +110,28 @@ def run_with_failure(engine, requests, faults, target, kind):
     faults.count, faults.target, faults.kind = 0, target, kind
     outputs, failed = {}, 0
     while engine.has_unfinished():
-        before, hashes = fingerprint(engine), dict(engine.cache.manager.hash_of)
+        before, hashes = fingerprint(engine), [dict(c.manager.hash_of) for c in engine._caches()]
         try:
             done = engine.step()
         except (Injected, MemoryError, KeyboardInterrupt):
             failed += 1
             assert fingerprint(engine) == before, f"state changed by the failed step (point {target})"
-            assert set(engine.cache.manager.hash_of.items()) <= set(hashes.items())
+            for c, h in zip(engine._caches(), hashes):
+                assert set(c.manager.hash_of.items()) <= set(h.items())
             continue
         outputs.update({ids.index(o.request_id): o.output_ids for o in done if o.finished})
     assert failed == (1 if target >= 0 else 0)
     return outputs
 
 
-def step_points(model, requests):
+def step_points(model, requests, draft=None):
     """Clean run: (first point, end point, kinds) of every step."""
     f = Faults()
-    engine = make_engine(model, f)
-    for cls_obj, names in ((engine.cache, ("prepare", "register_full_blocks", "free")),
-                           (engine.cache.manager, ("allocate", "release", "register", "share")),
-                           (engine.scheduler, ("schedule", "finish"))):
+    engine = make_engine(model, f, draft)
+    for cls_obj, names in [(c, ("prepare", "register_full_blocks", "free", "truncate", "match_prefix"))
+                           for c in engine._caches()] + \
+                          [(c.manager, ("allocate", "release", "register", "share")) for c in engine._caches()] + \
+                          [(engine.scheduler, ("schedule", "finish"))]:
         for name in names:
             setattr(cls_obj, name, f.wrap(getattr(cls_obj, name)))
     for p, sp in requests:
@@ -132,35 +150,39 @@ def step_points(model, requests):
         b = last["batch"]
         kinds = {"preemption"} if b.preempted else set()
         for n, left in zip(b.num_tokens, last["left"]):
-            kinds.add("decode" if left == 1 else "chunked prefill" if n < left else "prefill")
+            kinds.add(("verification" if n > 1 else "decode") if left == 1 else
+                      "chunked prefill" if n < left else "prefill")
         steps.append((start + 1, f.count + 1, kinds))
     return steps
 
 
-def test_a_failure_at_every_point_of_a_step_changes_nothing(rng, faults):
+@pytest.mark.parametrize("speculative", [False, True])
+def test_a_failure_at_every_point_of_a_step_changes_nothing(rng, faults, speculative):
     model = Model(random_weights(CFG, seed=int(rng.integers(1 << 30))))
+    draft = layer_draft(model, [1]) if speculative else None
     requests = workload(rng)
     alone_engine = make_engine(model, max_num_seqs=1, enable_prefix_caching=False)
     alone = []
     for p, sp in requests:
         alone_engine.add_request(p, sp)
         alone.append(alone_engine.run_until_done()[0].output_ids)
-    steps = step_points(model, requests)
+    steps = step_points(model, requests, draft)
     chosen = {}
     for start, end, kinds in steps:
         for kind in kinds:
             chosen.setdefault(kind, (start, end))
-    assert set(chosen) == {"prefill", "chunked prefill", "decode", "preemption"}, "the workload must hit every kind"
-    points = sorted({p for start, end in chosen.values() for p in range(start, end)})
+    need = {"prefill", "chunked prefill", "preemption", "verification" if speculative else "decode"}
+    assert need <= set(chosen), f"the workload must hit every kind: {sorted(chosen)}"
+    points = sorted({p for kind in need for p in range(*chosen[kind])})
     print(f"{len(steps)} steps; injecting at {len(points)} points of the steps {chosen}")
     for i, point in enumerate(points):
-        engine = make_engine(model, faults)
+        engine = make_engine(model, faults, draft)
         got = run_with_failure(engine, requests, faults, point, Faults.KINDS[i % 3])
         assert [got[j] for j in range(len(requests))] == alone, f"outputs differ after a failure at point {point}"
         # the prefix cache now holds these prompts' blocks: a new request must reuse only written K/V
         again = run_with_failure(engine, requests[:2], faults, -1, Injected)
         assert [again[0], again[1]] == alone[:2], f"resubmitted prompts differ (failure at point {point})"
-        assert engine.cache.blocks_in_use() == 0
+        assert all(c.blocks_in_use() == 0 for c in engine._caches())
 
 
 def test_a_request_with_nan_logits_ends_alone_with_error(rng):

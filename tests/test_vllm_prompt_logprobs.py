@@ -131,25 +131,26 @@ def test_preemption_mid_prefill_keeps_every_prompt_logprob_exact(model, rng, mon
 
 def test_without_prompt_logprobs_no_forward_asks_for_every_row(model, rng, monkeypatch):
     """prompt_logprobs=None costs nothing: every forward pass computes last-row logits only; with
-    it, exactly the passes that hold positions of that prompt ask for all_logits."""
-    calls = []
+    it, exactly the rows of that prompt's positions are asked for, and no other row."""
+    calls = []                                          # (logits rows computed, sequences in the batch)
     forward = Model.forward
 
-    def recording(self, batch, cache, all_logits=False):
-        calls.append(all_logits)
-        return forward(self, batch, cache, all_logits=all_logits)
+    def recording(self, batch, cache, all_logits=False, logit_rows=None):
+        out = forward(self, batch, cache, all_logits=all_logits, logit_rows=logit_rows)
+        calls.append((len(out), len(batch.seq_ids)))
+        return out
 
     monkeypatch.setattr(Model, "forward", recording)
     engine = Engine(model, config=EngineConfig(block_size=4, max_num_batched_tokens=5), seed=0)
     for prompt in random_prompts(rng, 3, shared=8):
         engine.add_request(prompt, SamplingParams(max_tokens=4, n=2))
     engine.run_until_done()
-    assert calls and not any(calls)
+    assert calls and all(rows == seqs for rows, seqs in calls)
     calls.clear()
     prompt = [1] + [int(t) for t in rng.integers(3, CFG.vocab_size, 12)]       # 13 tokens: 3 chunks of 5
     engine.add_request(prompt, SamplingParams(max_tokens=4, ignore_eos=True, prompt_logprobs=0))
     engine.run_until_done()
-    assert calls == [True, True, True, False, False, False]                     # then 3 decodes
+    assert calls == [(5, 1), (5, 1), (3, 1), (1, 1), (1, 1), (1, 1)]             # then 3 decodes
 
 
 def test_a_failed_step_leaves_prompt_logprobs_as_before(model, rng, monkeypatch):

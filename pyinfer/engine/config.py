@@ -19,6 +19,8 @@ class EngineConfig:
     enable_prefix_caching   share cached full blocks between sequences with a common prefix
     batch_invariant         make each token's logits bit-identical whatever it is batched with
                             (engine/batch_invariant.py; costs speed, off by default)
+    num_speculative_tokens  draft tokens a decoding sequence verifies per step (speculative decoding,
+                            engine/spec_decode.py); needs the Engine's draft_model; 0: off
     """
 
     max_num_seqs: int = 32
@@ -28,10 +30,12 @@ class EngineConfig:
     kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES
     enable_prefix_caching: bool = True
     batch_invariant: bool = False
+    num_speculative_tokens: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("max_num_seqs", 1, 1 << 16), ("max_num_batched_tokens", 1, 1 << 24),
-                             ("block_size", 1, 256), ("num_blocks", 0, 1 << 24), ("kv_cache_bytes", 1, 1 << 50)):
+                             ("block_size", 1, 256), ("num_blocks", 0, 1 << 24), ("kv_cache_bytes", 1, 1 << 50),
+                             ("num_speculative_tokens", 0, 64)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"EngineConfig.{name}={value!r} must be an int in [{lo}, {hi}]")

@@ -36,16 +36,18 @@ from .model_runner import ModelRunner, batch_invariant_model, make_cache
 from .outputs import Logprob, RequestOutput, completion_output, detokenize, find_stop_string
 from .scheduler import Scheduler
 from .sequence import Sequence, check_params, check_prompt_ids, max_cache_tokens
+from .spec_decode import Speculator
 from .transaction import StepTransaction
 
 
 class Engine:
     def __init__(self, model: Model, tokenizer=None, config: EngineConfig | None = None,
                  clock: Callable[[], float] = time.perf_counter, seed: int | None = None,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, draft_model: Model | None = None):
         """``seed``: seeds the generator that requests without their own SamplingParams.seed draw
         theirs from (vLLM's LLM(seed=)); None: fresh entropy. ``max_model_len``: a context shorter
-        than the model's (prompt + output tokens per sequence); None: the model's."""
+        than the model's (prompt + output tokens per sequence); None: the model's. ``draft_model``:
+        speculative decoding's proposer (same vocabulary; config.num_speculative_tokens > 0)."""
         self.config = config or EngineConfig()
         self.model = batch_invariant_model(model) if self.config.batch_invariant else model
         if tokenizer is not None:
@@ -63,7 +65,9 @@ class Engine:
         bytes_per_token = 2 * c.n_layers * c.kv_dim * 4
         num_blocks = self.config.resolve_num_blocks(self.max_seq_len, bytes_per_token)
         self.cache = make_cache(self.model, self.config.block_size, num_blocks, self.config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.cache, self.config.max_num_seqs, self.config.max_num_batched_tokens)
+        self.speculator = self._speculator(draft_model, num_blocks)
+        self.scheduler = Scheduler(self.cache, self.config.max_num_seqs, self.config.max_num_batched_tokens,
+                                   lookahead=self.speculator.lookahead if self.speculator else None)
         self.runner = ModelRunner(self.model, self.cache)
         self._next_id = 0
         self.num_steps = 0
@@ -72,6 +76,26 @@ class Engine:
         self.special_ids = self.eos_ids | {i for i in (getattr(tokenizer, "bos_id", None),
                                                        getattr(tokenizer, "eos_id", None)) if i is not None}
         self.requests: dict[int, tuple[str | None, list[Sequence]]] = {}   # request id -> (prompt text, samples)
+
+    def _speculator(self, draft: Model | None, num_blocks: int) -> Speculator | None:
+        k, c = self.config.num_speculative_tokens, self.model.config
+        if draft is None and k == 0:
+            return None
+        if draft is None or k == 0:
+            raise ValueError("speculative decoding needs both a draft_model and EngineConfig.num_speculative_tokens"
+                             f" > 0; got draft_model={'a model' if draft is not None else None}, "
+                             f"num_speculative_tokens={k}")
+        if not isinstance(draft, Model):
+            raise ValueError(f"draft_model must be a pyinfer Model, got {type(draft).__name__}")
+        if draft.config.vocab_size != c.vocab_size:
+            raise ValueError(f"draft_model's vocab of {draft.config.vocab_size} differs from the model's {c.vocab_size}")
+        if draft.config.max_seq_len < self.max_seq_len:
+            raise ValueError(f"draft_model's context of {draft.config.max_seq_len} is shorter than the engine's "
+                             f"{self.max_seq_len}; pass a max_model_len it covers")
+        if self.config.batch_invariant:
+            draft = batch_invariant_model(draft)
+        return Speculator(draft, k, self.max_seq_len, self.config.block_size, num_blocks,
+                          self.config.enable_prefix_caching)
 
     # ---- requests in ---------------------------------------------------------------------
 
@@ -127,25 +151,35 @@ class Engine:
             return None
         sch, seqs = self.scheduler, self.requests[request_id][1]
         queues, fields = (list(sch.waiting), list(sch.running)), [(s, s.__dict__.copy()) for s in seqs]
-        self.cache.begin()                       # a transaction, as a step is: a failure changes nothing
+        caches = self._caches()
+        for cache in caches:                     # a transaction, as a step is: a failure changes nothing
+            cache.begin()
         try:
             for seq in seqs:
                 if sch.abort(seq.seq_id):
                     seq.finish_s = self.clock()
+                    if self.speculator:
+                        self.speculator.free(seq)
         except BaseException:
-            self.cache.rollback()
+            for cache in caches:
+                cache.rollback()
             sch.waiting, sch.running = queues
             for seq, saved in fields:
                 seq.__dict__.clear()
                 seq.__dict__.update(saved)
             raise
-        self.cache.commit()
+        for cache in caches:
+            cache.commit()
         out = self._output(request_id)
         del self.requests[request_id]
         return out
 
     def num_unfinished_requests(self) -> int:
         return len(self.requests)
+
+    def _caches(self) -> list:
+        """The KV caches a step changes: the model's, and the draft's when speculating."""
+        return [self.cache, self.speculator.cache] if self.speculator else [self.cache]
 
     # ---- one step ----------------------------------------------------------------------------
 
@@ -179,28 +213,73 @@ class Engine:
         for seq in batch.seqs:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = start
-        every_row = any(seq.collects_prompt_logprobs for seq in batch.seqs)
-        logits = self.runner.run(batch, all_logits=every_row)            # (B, vocab), or (T, vocab)
-        cu = np.concatenate([[0], np.cumsum(batch.num_tokens)])           # (B + 1,) rows of each sequence
+        drafts = {}                                                       # seq_id -> Proposal
+        if self.speculator:
+            for seq in batch.preempted:
+                self.speculator.free(seq)
+            batch, drafts = self.speculator.propose(batch, txn.save_rng)
+        # logits rows each sequence needs: every new one (prompt logprobs), its k_i + 1 (verification) or its last
+        want = [n if seq.collects_prompt_logprobs else 1 + len(drafts[seq.seq_id].tokens) if seq.seq_id in drafts
+                else 1 for seq, n in zip(batch.seqs, batch.num_tokens)]
+        logits = self.runner.run(batch, rows_per_seq=want,
+                                 drafts={sid: p.tokens for sid, p in drafts.items()})   # (sum(want), vocab)
+        cu = np.concatenate([[0], np.cumsum(want)])                       # (B + 1,) logits rows of each sequence
         self.num_steps += 1
         now = self.clock()
         advanced: dict[int, None] = {}                                    # request ids, in batch order
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
-            if every_row and seq.collects_prompt_logprobs:
-                self._prompt_logprobs(seq, logits[cu[i]:cu[i + 1]])
-            seq.num_computed_tokens += n
-            if seq.finish_reason is None:
-                if seq.num_computed_tokens < seq.num_tokens:
-                    continue                                              # a prompt chunk, more to come
-                self._sample(seq, logits[cu[i + 1] - 1] if every_row else logits[i], txn, now)
+            rows = logits[cu[i]:cu[i + 1]]                                # (want[i], vocab)
+            if seq.collects_prompt_logprobs:
+                self._prompt_logprobs(seq, rows)
+            if seq.seq_id in drafts:
+                self._verify(seq, rows, drafts[seq.seq_id], txn, now)
+            else:
+                seq.num_computed_tokens += n
+                if seq.finish_reason is None:
+                    if seq.num_computed_tokens < seq.num_tokens:
+                        continue                                          # a prompt chunk, more to come
+                    self._sample(seq, rows[-1], txn, now)
             if seq.finish_reason is not None:
                 seq.finish_s = now
                 self.scheduler.finish(seq)
+                if self.speculator:
+                    self.speculator.free(seq)
             advanced[seq.request_id] = None
         return [self._output(rid) for rid in advanced]
 
-    def _sample(self, seq: Sequence, row, txn: StepTransaction, now: float) -> None:
-        """Sample seq's next token from its logits row (V,) and apply the stop rules to it."""
+    def _verify(self, seq: Sequence, rows, prop, txn: StepTransaction, now: float) -> None:
+        """A speculating decode: the target's rows (k_i + 1, V) for its pending token and k_i drafts decide
+        which drafts it keeps (spec_decode.py); the tokens come out through the same stop rules as one
+        sampled token does, and the cache keeps K/V only for the kept ones."""
+        before, k_i = seq.num_computed_tokens, len(prop.tokens)
+        emitted = accepted = 0
+        if seq.sampler.is_greedy:               # the engine's own sampler row by row: exactly the plain output
+            for j in range(k_i + 1):            # row j: the target's logits after the pending token and j drafts
+                token = self._sample(seq, rows[j], txn, now)
+                if token is None:
+                    break
+                emitted += 1
+                kept = j < k_i and token == prop.tokens[j]
+                accepted += kept
+                if not kept or seq.finish_reason is not None:
+                    break
+        else:
+            tokens, accepted, error = self.speculator.verify_sampled(seq, rows, prop, self.model.ops, txn.save_rng)
+            for token in tokens:
+                self._accept(seq, token, None, now)
+                emitted += 1
+                if seq.finish_reason is not None:
+                    break
+            if error is not None and seq.finish_reason is None:
+                seq.finish_reason, seq.error = "error", error
+        seq.num_computed_tokens = before + 1 + accepted          # the pending token and the kept drafts
+        if seq.finish_reason is None:
+            self.cache.truncate(seq.seq_id, seq.num_computed_tokens)
+        self.speculator.settle(seq, k_i, accepted, emitted)
+
+    def _sample(self, seq: Sequence, row, txn: StepTransaction, now: float) -> int | None:
+        """Sample seq's next token from its logits row (V,) and apply the stop rules to it; the token,
+        or None when the row had no finite maximum (seq then finishes with "error")."""
         p = seq.params
         if not seq.sampler.is_greedy:
             txn.save_rng(seq)
@@ -211,7 +290,14 @@ class Engine:
                                        output_ids=seq.output_ids if history else ())
         except NonFiniteLogitsError as e:                                 # this request's own data: it alone ends
             seq.finish_reason, seq.error = "error", str(e)
-            return
+            return None
+        self._accept(seq, token, row, now)
+        return token
+
+    def _accept(self, seq: Sequence, token: int, row, now: float) -> None:
+        """seq's next token is ``token`` (sampled from logits ``row`` (V,); None where logprobs are not
+        asked for): record it, or end seq on a stop token, max_tokens, the context or a stop string."""
+        p = seq.params
         seq.token_times_s.append(now)
         if p.logprobs is not None:
             lp = log_softmax(np.asarray(row))
@@ -293,4 +379,5 @@ class Engine:
             "blocks_allocated": m.num_allocated,
             "cached_blocks": m.num_cached,
             "evicted_blocks": m.num_evicted,
+            "speculative": self.speculator.counters.to_dict() if self.speculator else None,
         }

@@ -2,7 +2,9 @@
 
 Each step, under a token budget (``max_num_batched_tokens``) and a sequence cap (``max_num_seqs``):
 
-1. Running sequences, oldest first. A decode takes one token. A sequence still prefilling takes a
+1. Running sequences, oldest first. A decode takes one token, plus its ``lookahead`` (the draft
+   tokens speculative decoding will verify with it; 0 without a draft) as far as the budget left
+   over for the decodes after it allows. A sequence still prefilling takes a
    chunk: what is left of its prompt, cut to the budget minus one token for every decode not yet
    scheduled, so decodes are never starved by a long prompt (chunked prefill).
    When the KV pool cannot hold a sequence's new tokens, the newest running sequence is
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import Callable
 
 from ..kv_cache import PagedKVCache
 from .sequence import Sequence, SequenceStatus
@@ -41,8 +44,10 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, cache: PagedKVCache, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, cache: PagedKVCache, max_num_seqs: int, max_num_batched_tokens: int,
+                 lookahead: Callable[[Sequence], int] | None = None):
         self.cache = cache
+        self.lookahead = lookahead              # draft tokens a decoding sequence may verify this step
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: list[Sequence] = []      # arrival (= seq_id) order
@@ -95,7 +100,8 @@ class Scheduler:
             seq = self.running[i]
             if seq.num_uncomputed == 1:
                 decodes_left -= 1
-                n = 1
+                extra = self.lookahead(seq) if self.lookahead is not None else 0
+                n = 1 + max(0, min(extra, budget - decodes_left - 1))
             else:
                 n = min(seq.num_uncomputed, budget - decodes_left)
             if n <= 0:

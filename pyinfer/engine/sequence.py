@@ -59,6 +59,7 @@ class Sequence:
     # of a request with params.prompt_logprobs set; entry j-1 is prompt token j's, from position j-1's logits)
     prompt_logprobs: tuple = ()
     first_scheduled_s: float | None = None   # when a step first took it (queue time ends)
+    num_draft_computed: int = 0     # of token_ids, how many the draft model's KV cache holds (spec_decode.py)
 
     def __post_init__(self):
         if not self.token_ids:

@@ -40,20 +40,24 @@ def expected_tokens_per_step(acceptance_rate: float, k: int) -> float:
     return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
-def verify_draft(draft_tokens: list[int], q: np.ndarray, p: np.ndarray, rng: np.random.Generator,
+def verify_draft(draft_tokens: list[int], q: np.ndarray, p, rng: np.random.Generator,
                  greedy: bool) -> tuple[int, int]:
     """The rejection rule. draft_tokens: k ids; q: (k, V) draft probabilities they were drawn from;
-    p: (k + 1, V) target probabilities. Returns (number accepted m, the token that follows them)."""
+    p: (k + 1, V) target probabilities, or a function j -> p[j] (read lazily: only the rows the rule
+    reaches, so whatever it raises for a row comes out after the drafts before that row were accepted).
+    Returns (number accepted m, the token that follows them)."""
+    row = p if callable(p) else p.__getitem__
     for j, x in enumerate(draft_tokens):
+        pj = row(j)                                           # (V,)
         if greedy:
-            ok = p[j, x] == 1.0
+            ok = pj[x] == 1.0
         else:
-            ok = rng.random() * q[j, x] < p[j, x]           # probability min(1, p/q)
+            ok = rng.random() * q[j][x] < pj[x]               # probability min(1, p/q)
         if not ok:
-            residual = np.maximum(p[j] - q[j], 0.0)           # (V,)
-            return j, sample_from(residual if residual.sum() > 0 else p[j], rng)
+            residual = np.maximum(pj - q[j], 0.0)             # (V,)
+            return j, sample_from(residual if residual.sum() > 0 else pj, rng)
     k = len(draft_tokens)
-    return k, sample_from(p[k], rng)
+    return k, sample_from(row(k), rng)
 
 
 def layer_draft(model: Model, layers) -> Model:

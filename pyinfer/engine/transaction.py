@@ -7,7 +7,8 @@ What a step can change, and how each is remembered (cheaply: nothing here copies
 - every sequence the step can touch (the running ones, and the waiting ones it could admit): a
   copy of its fields, and the lengths of its token lists (they only grow within a step);
 - the samplers' random generators: their state, saved just before a draw;
-- the KV cache's tables and lengths: copied; its block pool's bookkeeping: copied by the block
+- speculative decoding's counters: copied;
+- the KV caches' tables and lengths (the draft model's too, when speculating): copied; its block pool's bookkeeping: copied by the block
   manager at its first change in the step (decode steps inside a block change nothing there).
 K/V written by a failed step lies only in slots past each sequence's length or in blocks that go
 back to the pool, so it is never read; a cached prefix block the step evicted or wrote stays
@@ -16,6 +17,7 @@ the forward pass that wrote them has returned (ModelRunner.run).
 """
 from __future__ import annotations
 
+import copy
 import itertools
 
 
@@ -30,7 +32,10 @@ class StepTransaction:
         self.seqs = [(s, s.__dict__.copy(), len(s.token_ids), len(s.token_times_s))
                      for s in itertools.chain(sch.running, sch.waiting[:admissible])]
         self.rng_states = []
-        engine.cache.begin()
+        spec = engine.speculator
+        self.spec_counters = None if spec is None else copy.copy(spec.counters)
+        for cache in engine._caches():
+            cache.begin()
 
     def save_rng(self, seq) -> None:
         """Before a sequence's sampler draws: remember its generator's state."""
@@ -38,11 +43,15 @@ class StepTransaction:
         self.rng_states.append((bit_generator, bit_generator.state))
 
     def commit(self) -> None:
-        self.engine.cache.commit()
+        for cache in self.engine._caches():
+            cache.commit()
 
     def rollback(self) -> None:
         e, sch = self.engine, self.engine.scheduler
-        e.cache.rollback()
+        for cache in e._caches():
+            cache.rollback()
+        if self.spec_counters is not None:
+            e.speculator.counters = self.spec_counters
         sch.waiting, sch.running = self.queues
         (sch.num_preemptions, sch.num_cut_prefills, sch.prefix_query_tokens, sch.prefix_hit_tokens,
          e.num_steps, e.runner.num_forward_passes) = self.counters
