@@ -2,11 +2,10 @@
 
 The chain (each on top of the one before, measured in this process, in this order):
     float32, one request at a time -> int8-g32 weights -> int4-g32-a8 weights -> continuous batching
-    -> prefix caching -> speculative decoding (a draft cut from the model: its first layers, int4)
+    -> prefix caching -> speculative decoding (a draft cut from the int4 model: its first layers and its last)
     -> chunked prefill
-Speculative decoding runs in pyinfer's SpeculativeDecoder, which is not part of the engine: requests are
-taken in waves (all that have arrived, up to --max-num-seqs, generated together), so that row is not
-continuous batching. Chunked prefill is therefore stacked on the prefix-caching engine, not on it.
+Every row runs the same Engine (speculative decoding is the engine's own, engine/spec_decode.py, with
+continuous batching and prefix caching still on), so each lever stacks on all the ones before it.
 
 Sampling is greedy (temperature 0): the outputs are fixed by the seed (speculative decoding's greedy
 output is the target's own), their hashes are in the JSON. Timings are measured.
@@ -16,15 +15,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import math
-import time
 from dataclasses import replace
 
 import numpy as np
 
 from ..config import SamplingParams
 from ..engine import Engine, EngineConfig
-from ..engine.metrics import RequestMetrics, summarize
-from ..engine.speculative import SpeculativeDecoder, truncated_draft
+from ..engine.metrics import summarize
+from ..engine.speculative import layer_draft
 from ..engine.trace import LengthDist, TraceRequest, replay, synthetic_trace
 from ..model import Model
 from ..ops import Ops
@@ -44,11 +42,16 @@ def add_lever_args(p) -> None:
     p.add_argument("--system-prompt-len", type=int, default=48, help="shared system prompt tokens (48)")
     p.add_argument("--shared-fraction", type=float, default=0.5, help="share of requests with it (0.5)")
     p.add_argument("--max-num-seqs", type=int, default=16, help="batch cap of the batching levers (16)")
-    p.add_argument("--chunk", type=int, default=32, help="max_num_batched_tokens of the chunked-prefill lever (32)")
+    p.add_argument("--chunk", type=int, default=32, help="max_num_batched_tokens of the chunked-prefill lever (32; "
+                                                          "raised to max-num-seqs x (spec-k + 1) + 1 so every "
+                                                          "decode's verification and one prefill token fit)")
     p.add_argument("--spec-k", type=int, default=2, help="draft tokens per speculative round (2)")
-    p.add_argument("--draft-layers", type=int, default=0, help="draft = the model's first N layers, int4 "
-                                                               "(default: all but the last, at least 1)")
+    p.add_argument("--draft-layers", type=int, default=0, help="draft = N layers of the int4 model: its first "
+                                                               "N - 1 and its last (default: all but the "
+                                                               "second-to-last, at least 1)")
     p.add_argument("--seed", type=int, default=0, help="trace seed (arrivals, lengths, tokens)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the trace per lever; the row is the median "
+                                                          "run by output tokens/s, every run's figure in the JSON (3)")
     p.add_argument("--usd-per-hour", type=float, default=None, help="price of this machine (default: the "
                                                                      "catalog's this-cpu price: per vCPU by CPU "
                                                                      "generation, pyinfer.analysis.catalog_cpu)")
@@ -58,11 +61,11 @@ def add_lever_args(p) -> None:
     p.add_argument("--quality-tokens", type=int, default=128, help="teacher-forced tokens for KL / top-1 (128)")
     p.add_argument("--plot", default=None, help="PNG path (default study-levers-<model>-<date>.png)")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--quick", action="store_true", help="8 requests, short outputs: under a minute on toy")
+    p.add_argument("--quick", action="store_true", help="8 requests, short outputs, 1 repeat: under a minute on toy")
 
 
 def check_args(args) -> None:
-    for name in ("num_requests", "max_num_seqs", "chunk", "quality_tokens"):
+    for name in ("num_requests", "max_num_seqs", "chunk", "quality_tokens", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.system_prompt_len < 0:
@@ -99,52 +102,12 @@ def outputs_hash(outputs: list[list[int]]) -> str:
     return hashlib.sha256(repr(outputs).encode()).hexdigest()[:16]
 
 
-def run_engine(model: Model, trace, config: EngineConfig, params: SamplingParams) -> dict:
-    engine = Engine(model, config=config)
+def run_engine(model: Model, trace, config: EngineConfig, params: SamplingParams, draft: Model | None = None) -> dict:
+    engine = Engine(model, config=config, draft_model=draft)
     outs = replay(engine, trace, params)
-    return {"summary": summarize([o.metrics for o in outs]), "engine": engine.stats(),
+    stats = engine.stats()
+    return {"summary": summarize([o.metrics for o in outs]), "engine": stats, "spec": stats["speculative"],
             "outputs": [o.output_ids for o in outs]}
-
-
-class _TimedSpec(SpeculativeDecoder):
-    """The speculative decoder with the wall time of every emitted token recorded per sequence."""
-
-    def generate(self, prompts, params):
-        self.times = {i: [] for i in range(len(prompts))}
-        return super().generate(prompts, params)
-
-    def _emit(self, s, tokens, stats):
-        before = len(s.tokens)
-        super()._emit(s, tokens, stats)
-        now = time.perf_counter()
-        self.times[s.sid].extend([now] * (len(s.tokens) - before))
-
-
-def run_speculative(target: Model, draft: Model, trace, k: int, max_num_seqs: int, params: SamplingParams) -> dict:
-    """The trace in waves through the speculative decoder (see the module docstring)."""
-    dec = _TimedSpec(target, draft, k)
-    start = time.perf_counter()
-    metrics: list[RequestMetrics | None] = [None] * len(trace)
-    outputs: list[list[int] | None] = [None] * len(trace)
-    i, totals = 0, {"accepted": 0, "evaluated": 0, "rounds": 0, "generated": 0}
-    while i < len(trace):
-        now = time.perf_counter() - start
-        if trace[i].arrival_s > now:
-            time.sleep(trace[i].arrival_s - now)
-            now = time.perf_counter() - start
-        wave = [j for j in range(i, len(trace)) if trace[j].arrival_s <= now][:max_num_seqs]
-        sps = [replace(params, max_tokens=trace[j].max_tokens, stop_token_ids=(), ignore_eos=True) for j in wave]
-        outs, stats = dec.generate([list(trace[j].prompt_ids) for j in wave], sps)
-        for n, (j, o) in enumerate(zip(wave, outs)):
-            ts = tuple(dec.times[n])
-            metrics[j] = RequestMetrics(start + trace[j].arrival_s, ts, ts[-1], len(trace[j].prompt_ids),
-                                        len(o.output_ids))
-            outputs[j] = o.output_ids
-        for key in totals:
-            totals[key] += getattr(stats, key)
-        i = wave[-1] + 1
-    acc = totals["accepted"] / totals["evaluated"] if totals["evaluated"] else float("nan")
-    return {"summary": summarize(metrics), "outputs": outputs, "spec": {**totals, "k": k, "acceptance_rate": acc}}
 
 
 def run_levers(gen, args, log=print) -> dict:
@@ -160,50 +123,50 @@ def run_levers(gen, args, log=print) -> dict:
     serial = EngineConfig(max_num_seqs=1, max_num_batched_tokens=max_prompt + 1, enable_prefix_caching=False)
     batched = EngineConfig(max_num_seqs=M, max_num_batched_tokens=M * (max_prompt + 1), enable_prefix_caching=False)
     prefix = replace(batched, enable_prefix_caching=True)
-    chunked = replace(prefix, max_num_batched_tokens=max(args.chunk, M + 1))
+    spec = replace(prefix, num_speculative_tokens=args.spec_k)
+    chunked = replace(spec, max_num_batched_tokens=max(args.chunk, M * (args.spec_k + 1) + 1))
     models = {"float32": base}
     for fmt in ("int8-g32", "int4-g32-a8"):
         models[fmt] = Model(quantize_weights(base.host_weights, fmt), Ops(backend))
     n_draft = args.draft_layers or max(1, c.n_layers - 1)
     if not 1 <= n_draft <= c.n_layers:
         raise ValueError(f"--draft-layers must be in [1, {c.n_layers}], got {n_draft}")
-    draft = truncated_draft(models["int4-g32-a8"], n_draft)
-    plan = [("float32, one at a time", "float32", serial, None),
-            ("+ int8-g32 weights", "int8-g32", serial, None),
-            ("+ int4-g32-a8 weights", "int4-g32-a8", serial, None),
-            (f"+ continuous batching ({M})", "int4-g32-a8", batched, None),
-            ("+ prefix caching", "int4-g32-a8", prefix, None),
-            (f"+ speculative (k={args.spec_k}, draft {n_draft}/{c.n_layers} layers int4; waves)", "int4-g32-a8",
-             prefix, "spec"),
-            (f"+ chunked prefill ({chunked.max_num_batched_tokens} tokens/step; on the prefix-caching engine)",
-             "int4-g32-a8", chunked, None)]
+    draft = layer_draft(models["int4-g32-a8"], [*range(n_draft - 1), c.n_layers - 1])   # the head expects the last
+    plan = [("float32, one at a time", "float32", serial),
+            ("+ int8-g32 weights", "int8-g32", serial),
+            ("+ int4-g32-a8 weights", "int4-g32-a8", serial),
+            (f"+ continuous batching ({M})", "int4-g32-a8", batched),
+            ("+ prefix caching", "int4-g32-a8", prefix),
+            (f"+ speculative (k={args.spec_k}, draft {n_draft}/{c.n_layers} layers int4)", "int4-g32-a8", spec),
+            (f"+ chunked prefill ({chunked.max_num_batched_tokens} tokens/step)", "int4-g32-a8", chunked)]
     rows = []
-    for name, fmt, cfg, kind in plan:
+    for name, fmt, cfg in plan:
         log(f"  lever: {name} ...")
-        if kind == "spec":
-            r = run_speculative(models[fmt], draft, trace, args.spec_k, M, params)
-        else:
-            r = run_engine(models[fmt], trace, cfg, params)
+        speculative = cfg.num_speculative_tokens > 0
+        runs = [run_engine(models[fmt], trace, cfg, params, draft if speculative else None) for _ in range(args.repeats)]
+        hashes = sorted({outputs_hash(x["outputs"]) for x in runs})   # more than one: batching changed a rounding
+        speeds = [x["summary"]["output_token_throughput_per_s"] for x in runs]
+        r = runs[int(np.argsort(speeds)[(len(runs) - 1) // 2])]                  # the median run (lower middle)
         s = r["summary"]
-        row = {"lever": name, "weights": fmt, "engine_config": cfg.to_dict(), "speculative": kind == "spec",
+        row = {"lever": name, "weights": fmt, "engine_config": cfg.to_dict(), "speculative": speculative,
                "output_tokens": s["output_tokens"], "duration_s": s["duration_s"],
                "output_tokens_per_s": s["output_token_throughput_per_s"],
                "ttft_s": {k: s["ttft_s"][k] for k in ("p50", "p99")}, "tpot_s": {k: s["tpot_s"][k] for k in ("p50", "p99")},
-               "outputs_sha256": outputs_hash(r["outputs"]), "prefix_cached_prompt_tokens": s["prefix_cached_prompt_tokens"]}
-        if "spec" in r:
+               "outputs_sha256": outputs_hash(r["outputs"]), "prefix_cached_prompt_tokens": s["prefix_cached_prompt_tokens"],
+               "engine_steps": r["engine"]["steps"], "output_tokens_per_s_runs": speeds,
+               "outputs_sha256_of_repeats": hashes}
+        if r["spec"] is not None:
             row["spec"] = r["spec"]
-        if "engine" in r:
-            row["engine_steps"] = r["engine"]["steps"]
         rows.append(row)
-    for i, row in enumerate(rows):                  # chunked prefill stacks on prefix caching, not on speculative
-        prev = None if i == 0 else rows[i - 2] if "chunked prefill" in row["lever"] else rows[i - 1]
+    for i, row in enumerate(rows):
+        prev = None if i == 0 else rows[i - 1]
         row["stacked_on"] = None if prev is None else prev["lever"]
         row["factor_vs_previous"] = 1.0 if prev is None else row["output_tokens_per_s"] / prev["output_tokens_per_s"]
         row["factor_vs_first"] = row["output_tokens_per_s"] / rows[0]["output_tokens_per_s"]
     log("  quality (teacher-forced KL, top-1 vs float32) ...")
     quality = quality_vs_f32(base, models, args.quality_tokens, args.seed)
     return {"trace": trace, "rows": rows, "quality": quality, "models": models, "draft_layers": n_draft,
-            "configs": {"serial": serial, "batched": batched, "chunked": chunked}}
+            "configs": {"serial": serial, "batched": batched, "speculative": spec, "chunked": chunked}}
 
 
 def summary_json(gen, args, res: dict, device_here, device_hw, name: str, busy: str | None) -> dict:

@@ -8,7 +8,8 @@ time, else min(max_num_seqs, requests)):
          + (output tokens / c) x t(c sequences x 1 token, at the mean context)
 
 with speculative decoding dividing the decode term by the #14 model's speedup
-E(a, k) t_target / (k t_draft + t_verify) (pyinfer.analysis.speculative) at the measured acceptance a.
+E(a, k) t_target / (k t_draft + t_verify) (pyinfer.analysis.speculative) at the measured acceptance a,
+and the draft's own prefill of the same prompt tokens added to the prefill term (it runs in lockstep).
 Chunked prefill moves latency between requests, not work: predicted equal to the row it stacks on.
 On this machine each step also pays a fixed overhead (Python, the engine, the sampler) fitted once, on
 the first lever's measured TPOT p50 minus its nominal step: "calibrated"; it has no per-sequence term, so
@@ -65,6 +66,7 @@ def _trace_time(config, device, row: dict, res: dict, args, overhead_s: float, e
         t_draft = step_s(draft, device, w, conc, 1, ctx, expected) + overhead_s
         t_verify = step_s(config, device, w, conc, k + 1, ctx, expected) + overhead_s
         decode /= speculative_speedup(a, k, t_dec, t_draft, t_verify)
+        t_pre += step_s(draft, device, w, conc, int(round(prompt - saved)), 0, expected)   # the draft's prefill
     return n / conc * t_pre + decode
 
 
@@ -90,7 +92,7 @@ def lever_predictions(config, res: dict, args, here, hw) -> list[dict]:
                 hw.price_per_hour / 3600 / p["predicted_hw_tokens_per_s"] * 1e6
         p["prediction_overhead_s_per_step"] = overhead
         out.append(p)
-        prev = p if not row["speculative"] else prev if prev is not None else p
+        prev = p
     return out
 
 

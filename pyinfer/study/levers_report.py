@@ -61,6 +61,7 @@ def run_levers_command(args, load, name_of) -> int:
         args.num_requests = min(args.num_requests, 8)
         args.output_len = "uniform:8:24" if args.output_len == "uniform:32:96" else args.output_len
         args.quality_tokens = min(args.quality_tokens, 64)
+        args.repeats = 1
     with quiet_stdout_if_json(args):
         gen = load(args)
         name = name_of(gen, args)
