@@ -16,7 +16,6 @@ from .rope import rope_inv_freq
 from .weights import LayerWeights, ModelWeights
 
 
-
 def linear(ops: Ops, out, x, w):
     """out (T, N) = x (T, K) @ w.T for a float32 weight (N, K) or a quant.QTensor standing for one."""
     if hasattr(w, "fmt"):
