@@ -11,13 +11,12 @@ import pytest
 
 from pyinfer.config import ModelConfig, SamplingParams
 from pyinfer.engine import Engine, EngineConfig
-from pyinfer.engine.probs import sampling_probs
 from pyinfer.engine.speculative import layer_draft, truncated_draft
 from pyinfer.model import ROWWISE_MAX_Q, Model
 from pyinfer.ops import Ops
 from pyinfer.quant import quantize_weights
 from pyinfer.weights import random_weights
-from test_speculative import ALPHA, chi2_pvalue
+from test_speculative import V8_PROMPT, check_tokens_2_and_3, v8_target_and_draft
 
 CFG = ModelConfig(dim=32, n_layers=3, n_heads=4, n_kv_heads=2, hidden_dim=48, vocab_size=64, max_seq_len=64,
                   name="tiny3")
@@ -68,34 +67,18 @@ def test_greedy_speculation_in_the_engine_gives_the_plain_engines_outputs(rng, s
 def test_the_engine_keeps_the_target_distribution_while_speculating(seed):
     """Vocab 8, an unrelated draft, 2000 seeded requests batched 64 at a time with prefix caching: the
     joint law of the 2nd and 3rd generated tokens (both from verification rounds) is the target's."""
-    cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=8, max_seq_len=32,
-                      name="v8")
-    target, draft = Model(random_weights(cfg, seed=1)), Model(random_weights(cfg, seed=2))
-    prompt, n = [1, 5], 2000
+    target, draft = v8_target_and_draft()
+    n = 2000
     params = [SamplingParams(temperature=1.0, top_k=6, seed=seed + i, max_tokens=4, ignore_eos=True) for i in range(n)]
     engine = Engine(target, config=EngineConfig(block_size=4, max_num_seqs=64, max_num_batched_tokens=512,
                                                 num_speculative_tokens=2), draft_model=draft)
     for sp in params:
-        engine.add_request(prompt, sp)
+        engine.add_request(V8_PROMPT, sp)
     outs = engine.run_until_done()
     spec = engine.stats()["speculative"]
     print(spec)
     assert all(len(o.output_ids) == 4 for o in outs) and 0.2 < spec["acceptance_rate"] < 0.95
-
-    def law(model):
-        def probs(ctx):
-            cache = model.new_cache(num_blocks=8, block_size=4)
-            return sampling_probs(model.forward(cache.prepare([0], [np.array(ctx)]), cache)[0], params[0], model.ops)
-        p1, joint = probs(prompt), np.zeros((8, 8))
-        for t1 in np.flatnonzero(p1):
-            p2 = probs(prompt + [int(t1)])
-            for t2 in np.flatnonzero(p2):
-                joint[t2] += p1[t1] * p2[t2] * probs(prompt + [int(t1), int(t2)])
-        return joint.ravel()                               # (64,)
-
-    observed = np.bincount([8 * o.output_ids[1] + o.output_ids[2] for o in outs], minlength=64)
-    assert chi2_pvalue(observed, n * law(target)) > ALPHA
-    assert chi2_pvalue(observed, n * law(draft)) < ALPHA      # the check has teeth
+    check_tokens_2_and_3(outs, target, draft, params[0])
 
 
 def test_a_stories260k_int4_draft_speculates_exactly_on_the_c_backend(stories260k):

@@ -66,37 +66,47 @@ def test_rejection_rule_emits_the_target_distribution_at_every_position(rng):
         assert abs(accepted[j] / reached[j] - a) < 5 * math.sqrt(a * (1 - a) / reached[j]) + 1e-9
 
 
+V8 = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=8, max_seq_len=32,
+                 name="v8")
+V8_PROMPT = [1, 5]
+
+
+def v8_target_and_draft() -> tuple[Model, Model]:
+    """A vocab-8 target and an unrelated draft of the same shape."""
+    return Model(random_weights(V8, seed=1)), Model(random_weights(V8, seed=2))
+
+
+def law_of_tokens_2_and_3(model: Model, params: SamplingParams) -> np.ndarray:
+    """(64,) P(t2, t3) = sum_t1 P(t1) P(t2 | t1) P(t3 | t1, t2) after V8_PROMPT, under params' sampling rule."""
+    def probs(ctx):
+        cache = model.new_cache(num_blocks=8, block_size=4)
+        return sampling_probs(model.forward(cache.prepare([0], [np.array(ctx)]), cache)[0], params, model.ops)
+    p1, joint = probs(V8_PROMPT), np.zeros((8, 8))
+    for t1 in np.flatnonzero(p1):
+        p2 = probs(V8_PROMPT + [int(t1)])
+        for t2 in np.flatnonzero(p2):
+            joint[t2] += p1[t1] * p2[t2] * probs(V8_PROMPT + [int(t1), int(t2)])
+    return joint.ravel()
+
+
+def check_tokens_2_and_3(outs, target: Model, draft: Model, params: SamplingParams) -> None:
+    """The observed (t2, t3) counts follow the target's law and not the draft's (the check has teeth)."""
+    observed = np.bincount([8 * o.output_ids[1] + o.output_ids[2] for o in outs], minlength=64)
+    assert chi2_pvalue(observed, len(outs) * law_of_tokens_2_and_3(target, params)) > ALPHA
+    assert chi2_pvalue(observed, len(outs) * law_of_tokens_2_and_3(draft, params)) < ALPHA
+
+
 def test_speculative_sampling_keeps_the_target_distribution_end_to_end(seed):
     """Tiny target and an unrelated draft (vocab 8): the joint law of the 2nd and 3rd generated
     tokens over 3000 seeded requests matches the target's exact law; it does not match the draft's."""
-    cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=24, vocab_size=8,
-                      max_seq_len=32, name="v8")
-    target, draft = Model(random_weights(cfg, seed=1)), Model(random_weights(cfg, seed=2))
+    target, draft = v8_target_and_draft()
     params = [SamplingParams(temperature=1.0, top_k=6, seed=seed + i, max_tokens=4, ignore_eos=True)
               for i in range(3000)]
-    prompt = [1, 5]
     outs, stats = SpeculativeDecoder(target, draft, num_speculative_tokens=2, block_size=4).generate(
-        [prompt] * len(params), params)
+        [V8_PROMPT] * len(params), params)
     print(stats.to_dict())
     assert all(len(o.output_ids) == 4 for o in outs) and 0.2 < stats.acceptance_rate < 0.95
-
-    def law(model):
-        """P(t2, t3) = sum_t1 P(t1) P(t2 | t1) P(t3 | t1, t2) under the request's sampling rule."""
-        def probs(ctx):
-            cache = model.new_cache(num_blocks=8, block_size=4)
-            return sampling_probs(model.forward(cache.prepare([0], [np.array(ctx)]), cache)[0], params[0], model.ops)
-        p1, joint = probs(prompt), np.zeros((8, 8))
-        for t1 in range(8):
-            if p1[t1] > 0:
-                p2 = probs(prompt + [t1])
-                for t2 in range(8):
-                    if p2[t2] > 0:
-                        joint[t2] += p1[t1] * p2[t2] * probs(prompt + [t1, t2])
-        return joint.ravel()                               # (64,)
-
-    observed = np.bincount([8 * o.output_ids[1] + o.output_ids[2] for o in outs], minlength=64)
-    assert chi2_pvalue(observed, len(outs) * law(target)) > ALPHA
-    assert chi2_pvalue(observed, len(outs) * law(draft)) < ALPHA    # the check has teeth
+    check_tokens_2_and_3(outs, target, draft, params[0])
 
 
 @pytest.fixture(scope="module")
